@@ -1,0 +1,148 @@
+"""The runner's and planner's view of a real server: SSH plus the agent API.
+
+Composes the shells (ssh, agent_client, script, supervisor) into the
+observations the pure machine consumes. One SSH connection per row is kept
+open for its precheck, command and every probe, and reopened if it drops.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+from agent_update.remote import script, supervisor
+from agent_update.remote.agent_client import (
+    AgentClient,
+    AgentEndpoint,
+    AgentError,
+    services_healthy,
+)
+from agent_update.remote.ssh import SshCredentials, SshError, SshSession, SshTarget
+from agent_update.rollout.commands import PlanOutcome
+from agent_update.rollout.errors import AgentUpdateError
+from agent_update.rollout.model import EngineSettings, Server, Update
+from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
+
+STATUS_TIMEOUT = 30.0  # seconds for `supervisorctl status`
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc) or type(exc).__name__
+    return text if isinstance(exc, AgentUpdateError) else f"{type(exc).__name__}: {text}"
+
+
+class ServerLink:
+    """I/O for one row on one server (see runner.ServerLink)."""
+
+    def __init__(self, connector: SshConnector, server: Server, update: Update) -> None:
+        self.connector = connector
+        self.server = server
+        self.update = update
+        self._ssh: SshSession | None = None
+
+    # ssh
+    def _session(self) -> SshSession:
+        if self._ssh is None:
+            self._ssh = self.connector.ssh_session(self.server)
+            self._ssh.__enter__()
+        return self._ssh
+
+    def _run(self, command: str, timeout: float):
+        try:
+            return self._session().run(command, timeout)
+        except (SshError, OSError, EOFError):
+            self.close()  # a dropped connection is reopened once
+            return self._session().run(command, timeout)
+
+    def programs(self) -> Programs:
+        command = script.render_status_command(self.connector.settings.status_command)
+        result = self._run(command, STATUS_TIMEOUT)
+        states = supervisor.agent_programs(supervisor.parse_status(result.output))
+        return {name: (st.state, st.pid) for name, st in states.items()}
+
+    # the three steps
+    def precheck(self) -> PrecheckObs:
+        try:
+            programs = self.programs()
+            commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
+        except Exception as exc:
+            return PrecheckObs(error=_describe(exc))
+        return PrecheckObs(programs=programs, commit=commit)
+
+    def run_command(self, commit: str, timeout: float) -> CommandObs:
+        try:
+            command = script.render_update_command(
+                agent_dir=self.server.agent_dir,
+                repo_url=self.update.repo,
+                commit=commit,
+                restart_web=self.update.restart_web,
+                restart_rq=self.update.restart_rq,
+                restart_redis=self.update.restart_redis,
+                template=self.connector.settings.update_command_template or None,
+            )
+            result = self._run(command, timeout)
+        except Exception as exc:
+            return CommandObs(exit_code=None, error=_describe(exc))
+        return CommandObs(
+            exit_code=result.exit_code,
+            output=result.output,
+            timed_out=result.timed_out,
+            duration=result.duration,
+        )
+
+    def probe(self) -> ProbeObs:
+        agent, endpoint = self.connector.agent, self.connector.endpoint(self.server)
+        timeout = self.connector.settings.probe_timeout
+        try:
+            if not agent.ping(endpoint, timeout):
+                return ProbeObs(pong=False)
+            info = agent.version(endpoint, timeout)
+        except AgentError as exc:
+            return ProbeObs(pong=False, error=_describe(exc))
+        ok, why = services_healthy(info.services)
+        try:
+            programs = self.programs()
+        except Exception as exc:
+            return ProbeObs(pong=True, commit=info.commit, error=f"ssh: {_describe(exc)}")
+        return ProbeObs(
+            pong=True, commit=info.commit, services_ok=ok, services_reason=why, programs=programs
+        )
+
+    def close(self) -> None:
+        if self._ssh is not None:
+            with contextlib.suppress(Exception):
+                self._ssh.__exit__(None, None, None)
+            self._ssh = None
+
+
+class SshConnector:
+    """Opens ServerLinks and probes servers for Build Plan."""
+
+    def __init__(self, settings: EngineSettings, agent: AgentClient | None = None) -> None:
+        self.settings = settings
+        self.agent = agent or AgentClient(timeout=settings.probe_timeout)
+        self.credentials = SshCredentials(
+            private_key=settings.ssh_private_key, known_hosts=settings.known_hosts
+        )
+
+    def ssh_session(self, server: Server) -> SshSession:
+        target = SshTarget(host=server.host, port=server.ssh_port, user=server.ssh_user)
+        return SshSession(target, self.credentials, connect_timeout=self.settings.connect_timeout)
+
+    def endpoint(self, server: Server) -> AgentEndpoint:
+        return AgentEndpoint(url=server.agent_url, password=server.agent_password)
+
+    def open(self, server: Server, update: Update) -> ServerLink:
+        return ServerLink(self, server, update)
+
+    def plan_probe(self, server: Server) -> PlanOutcome:
+        """SSH reachable with a known host key and the agent's commit."""
+        try:
+            with self.ssh_session(server) as ssh:
+                ssh.run("true", STATUS_TIMEOUT)
+        except Exception as exc:
+            return PlanOutcome(error=f"ssh: {_describe(exc)}")
+        try:
+            info = self.agent.version(self.endpoint(server), self.settings.probe_timeout)
+        except Exception as exc:
+            return PlanOutcome(error=f"agent: {_describe(exc)}")
+        return PlanOutcome(commit=info.commit)

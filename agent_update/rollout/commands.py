@@ -1,0 +1,162 @@
+"""Operator commands (the form's buttons) as pure transitions.
+
+Each checks that it applies to the current status and raises
+``TransitionError`` with a sentence an operator understands otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from agent_update.rollout.errors import TransitionError, ValidationError
+from agent_update.rollout.model import (
+    FAILED_ROW_STATUSES,
+    AgentStatus,
+    Row,
+    RowStatus,
+    Server,
+    Step,
+    Update,
+    UpdateStatus,
+)
+
+# ----------------------------------------------------------------- server list
+
+
+def eligible(server: Server, update: Update) -> bool:
+    """Active, of a chosen type, not opted out, self-hosted only if allowed."""
+    if server.opted_out:
+        return False
+    if update.server_types and server.server_type not in update.server_types:
+        return False
+    return not (update.exclude_self_hosted and server.self_hosted)
+
+
+def rows_from_registry(update: Update, servers: Iterable[Server]) -> list[Row]:
+    """The servers table as Save fills it: one Draft row per eligible server."""
+    chosen = [s for s in servers if eligible(s, update)]
+    return [
+        Row(idx=i, server=s.name, server_type=s.server_type) for i, s in enumerate(chosen, start=1)
+    ]
+
+
+# -------------------------------------------------------------------- planning
+
+
+@dataclass(frozen=True)
+class PlanOutcome:
+    """What Build Plan learnt of one server."""
+
+    commit: str | None = None
+    error: str = ""
+    opted_out: bool = False
+
+
+def begin_planning(update: Update, owner: str, now: float, ttl: float) -> Update:
+    """Draft/Pending (or a planner that died) -> Planning, under a lease."""
+    expired = update.status is UpdateStatus.PLANNING and (
+        update.lease_expires is None or update.lease_expires <= now
+    )
+    if update.status not in (UpdateStatus.DRAFT, UpdateStatus.PENDING) and not expired:
+        raise TransitionError(
+            f"Build Plan needs a Draft or Pending update, not {update.status.value}"
+        )
+    return update.copy(
+        status=UpdateStatus.PLANNING, lease_owner=owner, lease_expires=now + ttl, why_stuck=""
+    )
+
+
+def apply_plan(
+    update: Update, rows: list[Row], outcomes: dict[int, PlanOutcome]
+) -> tuple[Update, list[Row]]:
+    """Rows -> Pending / Skipped / Draft(reason); the update -> Pending or Draft."""
+    planned: list[Row] = []
+    for row in rows:
+        out = outcomes.get(row.idx, PlanOutcome(error="not probed"))
+        base = row.copy(
+            step=Step.NONE, reason="", started_at=None, ended_at=None, deadline=None, log=""
+        )
+        if out.opted_out:
+            planned.append(base.copy(status=RowStatus.SKIPPED, reason="opted out of agent updates"))
+        elif out.error or not out.commit:
+            reason = out.error or "agent reported no commit"
+            planned.append(base.copy(status=RowStatus.DRAFT, reason=reason))
+        else:
+            rollback = update.rollback_commit if update.rollback_to_specific else out.commit
+            status = RowStatus.SKIPPED if out.commit == update.commit else RowStatus.PENDING
+            planned.append(
+                base.copy(
+                    status=status,
+                    current_commit=out.commit,
+                    reported_commit=out.commit,
+                    rollback_commit=rollback,
+                    agent_status=AgentStatus.ACTIVE,
+                    reason="already on the target commit" if status is RowStatus.SKIPPED else "",
+                )
+            )
+    stuck = [r for r in planned if r.status is RowStatus.DRAFT]
+    why = "\n".join(f"{r.server}: {r.reason}" for r in stuck)
+    status = UpdateStatus.DRAFT if stuck or not planned else UpdateStatus.PENDING
+    if not planned:
+        why = "no servers to update: the servers table is empty"
+    done = update.copy(status=status, why_stuck=why, lease_owner="", lease_expires=None)
+    return done, planned
+
+
+# ------------------------------------------------------------------- the walk
+
+
+def start(update: Update, rows: list[Row], now: float) -> Update:
+    """Pending -> Running; Paused -> Running too (Resume must work)."""
+    if update.status is UpdateStatus.PAUSED:
+        return resume(update)
+    if update.status is not UpdateStatus.PENDING:
+        raise TransitionError(f"Start needs a Pending update, not {update.status.value}")
+    if not rows:
+        raise ValidationError("servers", "there is no server to update")
+    draft = [r.server for r in rows if r.status is RowStatus.DRAFT]
+    if draft:
+        raise ValidationError("servers", f"not planned yet: {', '.join(draft)}; run Build Plan")
+    return update.copy(
+        status=UpdateStatus.RUNNING, started_at=now, ended_at=None, halted=False, halt_reason=""
+    )
+
+
+def pause(update: Update) -> Update:
+    if update.status is not UpdateStatus.RUNNING:
+        raise TransitionError(f"Pause needs a Running update, not {update.status.value}")
+    return update.copy(status=UpdateStatus.PAUSED)
+
+
+def resume(update: Update) -> Update:
+    if update.status is not UpdateStatus.PAUSED:
+        raise TransitionError(f"Resume needs a Paused update, not {update.status.value}")
+    return update.copy(status=UpdateStatus.RUNNING)
+
+
+def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
+    """Failed rows back to Pending with timers, logs and reasons reset."""
+    if update.status not in (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS):
+        raise TransitionError(
+            f"Force Continue needs a Failure or Partial Success update, not {update.status.value}"
+        )
+    changed = [
+        r.copy(
+            status=RowStatus.PENDING,
+            step=Step.NONE,
+            started_at=None,
+            ended_at=None,
+            deadline=None,
+            healthy_since=None,
+            reason="",
+            log="",
+            pids_before="",
+            lease_owner="",
+            lease_expires=None,
+        )
+        for r in rows
+        if r.status in FAILED_ROW_STATUSES
+    ]
+    done = update.copy(status=UpdateStatus.RUNNING, ended_at=None, halted=False, halt_reason="")
+    return done, changed

@@ -1,0 +1,24 @@
+"""Errors the engine raises: each names the field an operator must fix."""
+
+from __future__ import annotations
+
+
+class AgentUpdateError(Exception):
+    """Base of every error this package raises on purpose."""
+
+
+class ValidationError(AgentUpdateError, ValueError):
+    """A value an operator typed is not acceptable; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+
+class TransitionError(AgentUpdateError):
+    """An operator action does not apply to the update's current status."""
+
+
+class LeaseLost(AgentUpdateError):
+    """Another runner holds the row: this one must stop touching it."""

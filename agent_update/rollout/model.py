@@ -1,0 +1,224 @@
+"""The rollout's data: an update, its rows, and the servers they point at.
+
+Plain dataclasses and enums so the engine, the SQLite store and the Frappe
+layer share one vocabulary (the operators' words, see DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from enum import Enum
+
+
+class UpdateStatus(str, Enum):
+    DRAFT = "Draft"
+    PLANNING = "Planning"
+    PENDING = "Pending"
+    RUNNING = "Running"
+    PAUSED = "Paused"
+    SUCCESS = "Success"
+    PARTIAL_SUCCESS = "Partial Success"
+    FAILURE = "Failure"
+
+    @property
+    def is_final(self) -> bool:
+        return self in FINAL_UPDATE_STATUSES
+
+
+FINAL_UPDATE_STATUSES = frozenset(
+    {UpdateStatus.SUCCESS, UpdateStatus.PARTIAL_SUCCESS, UpdateStatus.FAILURE}
+)
+
+
+class RowStatus(str, Enum):
+    DRAFT = "Draft"
+    PENDING = "Pending"
+    SKIPPED = "Skipped"
+    RUNNING = "Running"
+    VERIFYING = "Verifying"
+    SUCCESS = "Success"
+    FAILURE = "Failure"
+    ROLLING_BACK = "Rolling Back"
+    ROLLED_BACK = "Rolled Back"
+    FATAL = "Fatal"
+
+    @property
+    def in_flight(self) -> bool:
+        return self in IN_FLIGHT_ROW_STATUSES
+
+    @property
+    def ended(self) -> bool:
+        return self in ENDED_ROW_STATUSES
+
+
+IN_FLIGHT_ROW_STATUSES = frozenset({RowStatus.RUNNING, RowStatus.VERIFYING, RowStatus.ROLLING_BACK})
+# FAILURE is "ended" only once no rollback will follow; the machine decides.
+ENDED_ROW_STATUSES = frozenset(
+    {
+        RowStatus.SKIPPED,
+        RowStatus.SUCCESS,
+        RowStatus.FAILURE,
+        RowStatus.ROLLED_BACK,
+        RowStatus.FATAL,
+    }
+)
+FAILED_ROW_STATUSES = frozenset({RowStatus.FAILURE, RowStatus.ROLLED_BACK, RowStatus.FATAL})
+
+
+class Step(str, Enum):
+    """Where a row stands inside its status; what a resumed runner does next.
+
+    Stored with the row so a runner killed between two steps is resumed by
+    the next one at the right place (and never re-runs a command blindly).
+    """
+
+    NONE = ""
+    PRECHECK = "precheck"  # about to check opt-out and program states
+    COMMAND = "command"  # about to run (or re-run) the command
+    COMMAND_SENT = "command_sent"  # command started; outcome not recorded
+    VERIFY = "verify"  # polling the agent until healthy or deadline
+
+
+class AgentStatus(str, Enum):
+    UNKNOWN = ""
+    ACTIVE = "Active"
+    INACTIVE = "Inactive"
+
+
+@dataclass
+class Server:
+    """One entry of the server registry."""
+
+    name: str
+    host: str
+    server_type: str = "Server"
+    ssh_port: int = 22
+    ssh_user: str = "frappe"
+    agent_dir: str = "/home/frappe/agent"
+    agent_url: str = ""
+    agent_password: str = ""
+    status: str = "Active"
+    disable_agent_update: bool = False
+    self_hosted: bool = False
+
+    @property
+    def opted_out(self) -> bool:
+        return self.disable_agent_update or self.status != "Active"
+
+
+@dataclass
+class Update:
+    """One rollout: what to install, how, and where it stands."""
+
+    name: str = ""
+    # Source
+    repo: str = ""
+    branch: str = ""
+    commit: str = ""
+    commit_message: str = ""
+    # Config
+    server_types: tuple[str, ...] = ()
+    exclude_self_hosted: bool = False
+    restart_web: bool = True
+    restart_rq: bool = False
+    restart_redis: bool = False
+    startup_timeout: float = 600.0  # seconds the agent has to come back healthy
+    command_timeout: float = 1800.0  # seconds the update command may run
+    failed_command_grace: float = 20.0  # verify window after a non-zero exit
+    bake_time: float = 0.0  # seconds the agent must stay healthy
+    lanes: int = 1  # servers updated at once
+    failure_budget: int = 0  # halt once more rows than this have failed (0: no budget)
+    # Rollback
+    auto_rollback: bool = True
+    rollback_to_specific: bool = False
+    rollback_commit: str = ""
+    stop_after_single_rollback: bool = False
+    # Test mode
+    test_mode: bool = False
+    test_mode_count: int = 1
+    paused_for_test_mode: bool = False
+    # State
+    status: UpdateStatus = UpdateStatus.DRAFT
+    halted: bool = False
+    halt_reason: str = ""
+    started_at: float | None = None
+    ended_at: float | None = None
+    why_stuck: str = ""
+    split_from: str = ""
+    # Who is planning (Planning status only): a dead planner's lease expires.
+    lease_owner: str = ""
+    lease_expires: float | None = None
+
+    def copy(self, **changes: object) -> Update:
+        return replace(self, **changes)
+
+    def changed_fields(self, other: Update) -> list[str]:
+        """Names of the fields whose values differ from ``other``'s."""
+        return _diff(self, other)
+
+
+@dataclass
+class Row:
+    """One server in one rollout (Agent Update Server)."""
+
+    idx: int
+    server: str
+    server_type: str = ""
+    status: RowStatus = RowStatus.DRAFT
+    step: Step = Step.NONE
+    current_commit: str = ""
+    rollback_commit: str = ""
+    reported_commit: str = ""
+    agent_status: AgentStatus = AgentStatus.UNKNOWN
+    started_at: float | None = None
+    ended_at: float | None = None
+    deadline: float | None = None  # of the current command or verification
+    healthy_since: float | None = None
+    reason: str = ""
+    attempts: int = 0
+    log: str = ""
+    pids_before: str = ""  # JSON {program: pid} recorded by the precheck
+    lease_owner: str = ""
+    lease_expires: float | None = None
+
+    def copy(self, **changes: object) -> Row:
+        return replace(self, **changes)
+
+    def changed_fields(self, other: Row) -> list[str]:
+        """Names of the fields whose values differ from ``other``'s."""
+        return _diff(self, other)
+
+
+def _diff(new: object, old: object) -> list[str]:
+    return [f.name for f in fields(new) if getattr(new, f.name) != getattr(old, f.name)]
+
+
+ROW_FIELDS = tuple(f.name for f in fields(Row))
+UPDATE_FIELDS = tuple(f.name for f in fields(Update))
+
+LOG_LIMIT = 8000  # characters of log kept per row: the tail matters most
+
+
+def append_log(log: str, line: str) -> str:
+    """Append a line, keeping only the newest LOG_LIMIT characters."""
+    text = f"{log}\n{line}" if log else line
+    return text[-LOG_LIMIT:]
+
+
+@dataclass
+class EngineSettings:
+    """What the runner needs besides the update: credentials and knobs."""
+
+    ssh_private_key: str = ""
+    known_hosts: str = ""
+    update_command_template: str = ""  # empty: the default of remote.script
+    status_command: str = "supervisorctl status"
+    git_token: str = ""
+    git_cache_dir: str = ""
+    poll_interval: float = 0.2  # seconds between two health probes
+    probe_timeout: float = 5.0  # one HTTP request to an agent
+    connect_timeout: float = 10.0  # one SSH connection
+    lease_ttl: float = 60.0  # a row's lease; renewed while a runner works on it
+    plan_concurrency: int = 32  # agents probed at once by Build Plan
+    default_repo: str = ""
+    default_branch: str = ""

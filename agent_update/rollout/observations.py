@@ -1,0 +1,44 @@
+"""What a runner saw on a server: the inputs of the pure decisions.
+
+The shells produce these; the machine consumes them. Program states are
+plain ``{name: (state, pid)}`` maps so the core needs nothing from the shells.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+Programs = dict[str, tuple[str, "int | None"]]
+
+
+@dataclass(frozen=True)
+class PrecheckObs:
+    """Before changing anything: opt-out, program states and pids, commit."""
+
+    opted_out: bool = False
+    error: str = ""
+    programs: Programs = field(default_factory=dict)
+    commit: str | None = None
+
+
+@dataclass(frozen=True)
+class CommandObs:
+    """How the update command ended; only a hint, verification decides."""
+
+    exit_code: int | None
+    output: str = ""
+    timed_out: bool = False
+    error: str = ""
+    duration: float = 0.0
+
+
+@dataclass(frozen=True)
+class ProbeObs:
+    """One health probe: /ping, /version and the program states over SSH."""
+
+    pong: bool = False
+    commit: str | None = None
+    services_ok: bool = True
+    services_reason: str = ""
+    programs: Programs | None = None
+    error: str = ""

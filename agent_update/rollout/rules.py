@@ -1,0 +1,89 @@
+"""Validation of an update's source and config: the seed's rules (DESIGN §2).
+
+Runs before anything touches a server, and again whenever a value may have
+changed (save, Build Plan, Start), so a later edit is never trusted blindly.
+Every error names the field the operator must fix.
+"""
+
+from __future__ import annotations
+
+from agent_update.rollout import refs
+from agent_update.rollout.errors import ValidationError
+from agent_update.rollout.model import EngineSettings, Update
+
+MAX_LANES = 200
+
+
+def apply_defaults(update: Update, settings: EngineSettings) -> Update:
+    """Fill repo and branch from the settings when the operator left them empty."""
+    return update.copy(
+        repo=(update.repo or settings.default_repo).strip(),
+        branch=(update.branch or settings.default_branch).strip(),
+        commit=update.commit.strip().lower(),
+        rollback_commit=update.rollback_commit.strip().lower(),
+    )
+
+
+def validate_source(update: Update, *, need_commit: bool = False) -> None:
+    """Check repo, branch and (when given or needed) the commit's form."""
+    if not update.repo:
+        raise ValidationError("repo", "is required (set it here or in the settings)")
+    refs.validate_repo_url(update.repo, "repo")
+    if not update.branch:
+        raise ValidationError("branch", "is required (set it here or in the settings)")
+    refs.validate_branch(update.branch, "branch")
+    if update.commit or need_commit:
+        if not update.commit:
+            raise ValidationError("commit", "is required; resolve the branch head first")
+        refs.validate_commit(update.commit, "commit")
+
+
+def validate_config(update: Update) -> None:
+    """Restart modes, rollback, timeouts, lanes and test mode."""
+    if not (update.restart_web or update.restart_rq or update.restart_redis):
+        raise ValidationError(
+            "restart_web", "at least one of web workers, RQ workers or Redis must restart"
+        )
+    if update.restart_redis and not (update.restart_web and update.restart_rq):
+        raise ValidationError(
+            "restart_redis", "restarting Redis requires restarting web and RQ workers too"
+        )
+    if update.rollback_to_specific:
+        if not update.auto_rollback:
+            raise ValidationError(
+                "rollback_to_specific", "needs auto rollback on (nothing rolls back otherwise)"
+            )
+        if not update.rollback_commit:
+            raise ValidationError("rollback_commit", "is required with rollback to specific commit")
+        refs.validate_commit(update.rollback_commit, "rollback_commit")
+        if update.commit and update.rollback_commit == update.commit:
+            raise ValidationError("rollback_commit", "must differ from the commit being rolled out")
+    _positive(update.startup_timeout, "startup_timeout")
+    _positive(update.command_timeout, "command_timeout")
+    if update.command_timeout <= update.startup_timeout:
+        # Graceful RQ restarts wait for busy workers: the command may take far
+        # longer than the agent needs to answer once it is back.
+        raise ValidationError("command_timeout", "must be longer than the agent startup timeout")
+    if update.bake_time < 0:
+        raise ValidationError("bake_time", "must not be negative")
+    if update.bake_time >= update.startup_timeout:
+        raise ValidationError("bake_time", "must be shorter than the agent startup timeout")
+    if update.failed_command_grace < 0:
+        raise ValidationError("failed_command_grace", "must not be negative")
+    if not 1 <= update.lanes <= MAX_LANES:
+        raise ValidationError("lanes", f"must be between 1 and {MAX_LANES}")
+    if update.failure_budget < 0:
+        raise ValidationError("failure_budget", "must not be negative")
+    if update.test_mode and update.test_mode_count < 1:
+        raise ValidationError("test_mode_count", "must be at least 1 in test mode")
+
+
+def validate_update(update: Update, *, need_commit: bool = False) -> None:
+    """All checks of an update, source first."""
+    validate_source(update, need_commit=need_commit)
+    validate_config(update)
+
+
+def _positive(value: float, field: str) -> None:
+    if not value or value <= 0:
+        raise ValidationError(field, "must be greater than zero")

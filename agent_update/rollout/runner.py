@@ -1,0 +1,300 @@
+"""Carries the machine's decisions out: leases, lanes, idempotent row steps.
+
+Event-driven: ``kick`` takes the update-level decision under the store's
+lock and launches the rows to start or resume; ``run_row`` walks one row to
+its end and kicks again at once, so the next server starts without waiting
+for a tick. Every step is stored before the next begins, with the row's
+lease as a fence, so any runner may die anywhere and the next one resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agent_update.rollout import machine
+from agent_update.rollout.errors import LeaseLost
+from agent_update.rollout.machine import RowAction
+from agent_update.rollout.model import EngineSettings, Row, Server, Update
+from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
+from agent_update.rollout.store import Store
+
+
+class ServerLink(Protocol):
+    """One server's I/O during one row: SSH commands and agent probes."""
+
+    def precheck(self) -> PrecheckObs: ...
+    def run_command(self, commit: str, timeout: float) -> CommandObs: ...
+    def probe(self) -> ProbeObs: ...
+    def close(self) -> None: ...
+
+
+class Connector(Protocol):
+    def open(self, server: Server, update: Update) -> ServerLink: ...
+
+
+class RowHooks(Protocol):
+    """Around each server: e.g. halt and release the agent's job queue."""
+
+    def before_update(self, update: Update, row: Row) -> None: ...
+    def after_update(self, update: Update, row: Row) -> None: ...
+
+
+class NoHooks:
+    def before_update(self, update: Update, row: Row) -> None:
+        return None
+
+    def after_update(self, update: Update, row: Row) -> None:
+        return None
+
+
+Launcher = Callable[[str, int, str], None]  # (update name, row idx, lease owner)
+Listener = Callable[[str, "Row | None", "Update | None"], None]
+
+
+def new_owner() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+@dataclass
+class _Missing:
+    """A link for a row whose server left the registry: every step fails."""
+
+    name: str
+
+    def precheck(self) -> PrecheckObs:
+        return PrecheckObs(error=f"{self.name} is not in the server registry")
+
+    def run_command(self, commit: str, timeout: float) -> CommandObs:
+        return CommandObs(exit_code=None, error="server not in the registry")
+
+    def probe(self) -> ProbeObs:
+        return ProbeObs(error="server not in the registry")
+
+    def close(self) -> None:
+        return None
+
+
+class Runner:
+    """Drives updates stored in ``store`` through ``connector``."""
+
+    def __init__(
+        self,
+        store: Store,
+        connector: Connector,
+        settings: EngineSettings | None = None,
+        *,
+        launcher: Launcher | None = None,
+        hooks: RowHooks | None = None,
+        listener: Listener | None = None,
+        clock: Callable[[], float] = time.time,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.store = store
+        self.connector = connector
+        self.settings = settings or EngineSettings()
+        self.launcher = launcher or ThreadLauncher(self)
+        self.hooks = hooks or NoHooks()
+        self.listener = listener
+        self.clock = clock
+        self.sleep = sleep
+
+    # ------------------------------------------------------------ update level
+    def kick(self, name: str, owner: str | None = None) -> list[int]:
+        """Decide under the lock, claim rows, then launch them (outside the lock)."""
+        owner = owner or new_owner()
+        ttl = self.settings.lease_ttl
+        claimed: list[int] = []
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            rows = self.store.get_rows(name)
+            now = self.clock()
+            decision = machine.decide(update, rows, now)
+            if decision.changes:
+                update = update.copy(**decision.changes)
+                self.store.save_update(update, decision.changes)
+            by_idx = {r.idx: r for r in rows}
+            for idx in decision.resume:
+                if self.store.claim_row(name, idx, owner, now, ttl):
+                    claimed.append(idx)
+            for idx in decision.start:
+                if self.store.claim_row(name, idx, owner, now, ttl):
+                    row = machine.claim(by_idx[idx])
+                    self.store.save_row(name, row, ["step"], owner)
+                    claimed.append(idx)
+        if decision.changes:
+            self._notify(name, None, update)
+        for idx in claimed:
+            self.launcher(name, idx, owner)
+        return claimed
+
+    # --------------------------------------------------------------- row level
+    def run_row(self, name: str, idx: int, owner: str) -> Row:
+        """Walk one claimed row to its end; then start what comes next."""
+        update = self.store.get_update(name)
+        row = self.store.get_row(name, idx)
+        server = self.store.get_server(row.server)
+        link: ServerLink = (
+            _Missing(row.server) if server is None else self.connector.open(server, update)
+        )
+        beat = _Heartbeat(self, name, idx, owner)
+        signalled = False
+        try:
+            beat.start()
+            while True:
+                action = machine.row_action(row)
+                if action is RowAction.NONE:
+                    break
+                if action is not RowAction.PRECHECK and not signalled:
+                    self.hooks.before_update(update, row)
+                    signalled = True
+                row = self._step(update, row, action, link, server, owner, beat)
+            if signalled:
+                self.hooks.after_update(update, row)
+        except LeaseLost:
+            return self.store.get_row(name, idx)
+        finally:
+            beat.stop()
+            link.close()
+            self.store.release_row(name, idx, owner)
+        self.kick(name)
+        return row
+
+    def _step(
+        self,
+        update: Update,
+        row: Row,
+        action: RowAction,
+        link: ServerLink,
+        server: Server | None,
+        owner: str,
+        beat: _Heartbeat,
+    ) -> Row:
+        beat.check()
+        if action is RowAction.PRECHECK:
+            opted_out = server is not None and server.opted_out
+            obs = PrecheckObs(opted_out=True) if opted_out else link.precheck()
+            new = machine.after_precheck(update, row, obs, self.clock())
+        elif action is RowAction.COMMAND:
+            sent = machine.command_sent(update, row, self.clock())
+            self._save(update.name, row, sent, owner)
+            row = sent
+            obs = link.run_command(machine.target_commit(update, row), update.command_timeout)
+            new = machine.after_command(update, row, obs, self.clock())
+        elif action is RowAction.REOBSERVE:
+            new = machine.after_reobserve(update, row, link.probe(), self.clock())
+        else:
+            obs = link.probe()
+            new = machine.after_probe(update, row, obs, self.clock())
+            if new.step is row.step and new.status is row.status:
+                self._save(update.name, row, new, owner)
+                self._wait(new)
+                return new
+        self._save(update.name, row, new, owner)
+        return new
+
+    def _wait(self, row: Row) -> None:
+        pause = self.settings.poll_interval
+        if row.deadline is not None:
+            pause = max(0.0, min(pause, row.deadline - self.clock()))
+        self.sleep(pause)
+
+    def _save(self, name: str, old: Row, new: Row, owner: str) -> None:
+        changed = new.changed_fields(old)
+        if changed:
+            self.store.save_row(name, new, changed, owner)
+            self._notify(name, new, None)
+
+    def _notify(self, name: str, row: Row | None, update: Update | None) -> None:
+        if self.listener is not None:
+            with contextlib.suppress(Exception):
+                self.listener(name, row, update)
+
+    # -------------------------------------------------------------- in-process
+    def drive(self, name: str, timeout: float | None = None) -> Update:
+        """Run an update in this process until nothing more happens now."""
+        launcher = self.launcher
+        deadline = None if timeout is None else time.monotonic() + timeout
+        self.kick(name)
+        if isinstance(launcher, ThreadLauncher):
+            launcher.wait(deadline)
+        return self.store.get_update(name)
+
+
+class _Heartbeat:
+    """Renews a row's lease while a runner works on it (commands can be long)."""
+
+    def __init__(self, runner: Runner, name: str, idx: int, owner: str) -> None:
+        self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
+        self.lost = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
+
+    def start(self) -> None:
+        self._renew()
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def check(self) -> None:
+        if self.lost:
+            raise LeaseLost(f"row {self.idx} of {self.name} was taken over")
+
+    def _renew(self) -> None:
+        settings, store = self.runner.settings, self.runner.store
+        now = self.runner.clock()
+        if not store.claim_row(self.name, self.idx, self.owner, now, settings.lease_ttl):
+            self.lost = True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.runner.settings.lease_ttl / 3):
+            with contextlib.suppress(Exception):
+                self._renew()
+
+
+class ThreadLauncher:
+    """Runs each claimed row in a thread of this process (CLI, tests, demo)."""
+
+    def __init__(self, runner: Runner) -> None:
+        self.runner = runner
+        self._threads: list[threading.Thread] = []
+        self._lock = threading.Lock()
+        self.errors: list[BaseException] = []
+
+    def __call__(self, name: str, idx: int, owner: str) -> None:
+        thread = threading.Thread(
+            target=self._run, args=(name, idx, owner), daemon=True, name=f"row-{name}-{idx}"
+        )
+        with self._lock:
+            self._threads.append(thread)
+        thread.start()
+
+    def _run(self, name: str, idx: int, owner: str) -> None:
+        try:
+            self.runner.run_row(name, idx, owner)
+        except BaseException as exc:  # surfaced by wait(); a thread must not die silently
+            with self._lock:
+                self.errors.append(exc)
+
+    def wait(self, deadline: float | None = None) -> None:
+        """Until no row thread is alive (new ones may start while waiting)."""
+        while True:
+            with self._lock:
+                alive = [t for t in self._threads if t.is_alive()]
+                self._threads = alive
+            if not alive:
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError("the rollout did not settle in time")
+            alive[0].join(timeout=0.5 if remaining is None else min(0.5, remaining))
+        if self.errors:
+            raise self.errors[0]

@@ -1,0 +1,307 @@
+"""Where updates, rows and servers live: the Store protocol and a SQLite store.
+
+The runner only talks to a ``Store``. Writes name the fields that changed
+and touch one row, so a transition costs O(1) whatever the fleet's size.
+Leases are compare-and-set in the store, which makes two runners safe.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import uuid
+from collections.abc import Iterable, Iterator
+from dataclasses import fields
+from enum import Enum
+from pathlib import Path
+from typing import Any, Protocol, get_type_hints
+
+from agent_update.rollout.errors import AgentUpdateError, LeaseLost
+from agent_update.rollout.model import Row, Server, Update
+
+
+class NotFound(AgentUpdateError, KeyError):
+    """No update, row or server of that name."""
+
+
+class Store(Protocol):
+    """What the runner needs from storage (SQLite here, frappe.db in the app)."""
+
+    def get_update(self, name: str) -> Update: ...
+    def get_rows(self, name: str) -> list[Row]: ...
+    def get_row(self, name: str, idx: int) -> Row: ...
+    def insert_update(self, update: Update, rows: list[Row]) -> Update: ...
+    def save_update(self, update: Update, changed: Iterable[str]) -> None: ...
+    def save_row(
+        self, name: str, row: Row, changed: Iterable[str], owner: str | None = None
+    ) -> None: ...
+    def replace_rows(self, name: str, rows: list[Row]) -> None: ...
+    def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool: ...
+    def release_row(self, name: str, idx: int, owner: str) -> None: ...
+    def locked(self, name: str) -> contextlib.AbstractContextManager[None]: ...
+    def get_server(self, name: str) -> Server | None: ...
+    def list_servers(self) -> list[Server]: ...
+    def unfinished_updates(self) -> list[str]: ...
+
+
+# ------------------------------------------------------------------- codec
+
+
+def _sql_type(hint: Any) -> str:
+    text = str(hint)
+    if hint in (int, bool):
+        return "INTEGER"
+    if hint is float or "float" in text:
+        return "REAL"
+    return "TEXT"
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if isinstance(value, bool):
+        return int(value)
+    if isinstance(value, tuple):
+        return json.dumps(list(value))
+    return value
+
+
+def _decoder(hint: Any):
+    if isinstance(hint, type) and issubclass(hint, Enum):
+        return hint
+    if hint is bool:
+        return bool
+    if hint == tuple[str, ...]:
+        return lambda v: tuple(json.loads(v or "[]"))
+    return lambda v: v
+
+
+class _Codec:
+    """Column list, DDL and value conversion derived from a dataclass."""
+
+    def __init__(self, cls: type) -> None:
+        self.cls = cls
+        hints = get_type_hints(cls)
+        self.names = [f.name for f in fields(cls)]
+        self.types = {n: _sql_type(hints[n]) for n in self.names}
+        self.decode = {n: _decoder(hints[n]) for n in self.names}
+
+    def columns(self) -> str:
+        return ", ".join(f'"{n}" {self.types[n]}' for n in self.names)
+
+    def to_row(self, obj: Any, names: Iterable[str]) -> list[Any]:
+        return [_encode(getattr(obj, n)) for n in names]
+
+    def from_row(self, row: sqlite3.Row) -> Any:
+        values = {}
+        for n in self.names:
+            raw = row[n]
+            values[n] = raw if raw is None else self.decode[n](raw)
+        return self.cls(**values)
+
+    def check(self, names: Iterable[str]) -> list[str]:
+        names = list(dict.fromkeys(names))
+        unknown = set(names) - set(self.names)
+        if unknown:
+            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        return names
+
+
+UPDATE_CODEC = _Codec(Update)
+ROW_CODEC = _Codec(Row)
+SERVER_CODEC = _Codec(Server)
+
+
+# ------------------------------------------------------------------- SQLite
+
+
+class SqliteStore:
+    """The embedded store: one file, WAL, a connection per thread."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = str(path)
+        self._local = threading.local()
+        self.writes = 0  # statements that changed data, for the benchmarks
+        with self._tx() as db:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS updates ({UPDATE_CODEC.columns()}, "
+                'PRIMARY KEY ("name"))'
+            )
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS rows (update_name TEXT, {ROW_CODEC.columns()}, "
+                'PRIMARY KEY (update_name, "idx"))'
+            )
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
+                'PRIMARY KEY ("name"))'
+            )
+
+    # connections and transactions
+    def _db(self) -> sqlite3.Connection:
+        db = getattr(self._local, "db", None)
+        if db is None:
+            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            db.row_factory = sqlite3.Row
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            self._local.db = db
+            self._local.depth = 0
+        return db
+
+    @contextlib.contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        db = self._db()
+        if self._local.depth:
+            self._local.depth += 1
+            try:
+                yield db
+            finally:
+                self._local.depth -= 1
+            return
+        db.execute("BEGIN IMMEDIATE")
+        self._local.depth = 1
+        try:
+            yield db
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        else:
+            db.execute("COMMIT")
+        finally:
+            self._local.depth = 0
+
+    def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """Serialise update-level decisions (one writer at a time in SQLite)."""
+        return self._tx()  # type: ignore[return-value]
+
+    def close(self) -> None:
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
+
+    def _write(self, sql: str, params: list[Any]) -> int:
+        with self._tx() as db:
+            count = db.execute(sql, params).rowcount
+        self.writes += 1
+        return count
+
+    # updates
+    def get_update(self, name: str) -> Update:
+        found = self._db().execute('SELECT * FROM updates WHERE "name"=?', [name]).fetchone()
+        if found is None:
+            raise NotFound(f"no update named {name!r}")
+        return UPDATE_CODEC.from_row(found)
+
+    def insert_update(self, update: Update, rows: list[Row]) -> Update:
+        if not update.name:
+            update = update.copy(name=f"AU-{uuid.uuid4().hex[:10]}")
+        names = UPDATE_CODEC.names
+        with self._tx():
+            self._write(
+                f"INSERT INTO updates ({', '.join(map(_q, names))}) VALUES ({_marks(names)})",
+                UPDATE_CODEC.to_row(update, names),
+            )
+            self.replace_rows(update.name, rows)
+        return update
+
+    def save_update(self, update: Update, changed: Iterable[str]) -> None:
+        names = UPDATE_CODEC.check(changed)
+        if not names:
+            return
+        sets = ", ".join(f"{_q(n)}=?" for n in names)
+        params = [*UPDATE_CODEC.to_row(update, names), update.name]
+        if not self._write(f'UPDATE updates SET {sets} WHERE "name"=?', params):
+            raise NotFound(f"no update named {update.name!r}")
+
+    def unfinished_updates(self) -> list[str]:
+        found = self._db().execute(
+            "SELECT name FROM updates WHERE status IN ('Planning', 'Running', 'Paused')"
+        )
+        return [r["name"] for r in found]
+
+    # rows
+    def get_rows(self, name: str) -> list[Row]:
+        found = self._db().execute('SELECT * FROM rows WHERE update_name=? ORDER BY "idx"', [name])
+        return [ROW_CODEC.from_row(r) for r in found]
+
+    def get_row(self, name: str, idx: int) -> Row:
+        found = (
+            self._db()
+            .execute('SELECT * FROM rows WHERE update_name=? AND "idx"=?', [name, idx])
+            .fetchone()
+        )
+        if found is None:
+            raise NotFound(f"no row {idx} in update {name!r}")
+        return ROW_CODEC.from_row(found)
+
+    def replace_rows(self, name: str, rows: list[Row]) -> None:
+        names = ROW_CODEC.names
+        columns = ", ".join(map(_q, names))
+        sql = f"INSERT INTO rows (update_name, {columns}) VALUES (?, {_marks(names)})"
+        with self._tx() as db:
+            db.execute("DELETE FROM rows WHERE update_name=?", [name])
+            for row in rows:
+                db.execute(sql, [name, *ROW_CODEC.to_row(row, names)])
+        self.writes += 1 + len(rows)
+
+    def save_row(
+        self, name: str, row: Row, changed: Iterable[str], owner: str | None = None
+    ) -> None:
+        names = ROW_CODEC.check(changed)
+        if not names:
+            return
+        sets = ", ".join(f"{_q(n)}=?" for n in names)
+        sql = f'UPDATE rows SET {sets} WHERE update_name=? AND "idx"=?'
+        params = [*ROW_CODEC.to_row(row, names), name, row.idx]
+        if owner is not None:
+            sql += " AND lease_owner=?"
+            params.append(owner)
+        if not self._write(sql, params):
+            if owner is not None:
+                raise LeaseLost(f"row {row.idx} of {name} is no longer held by {owner}")
+            raise NotFound(f"no row {row.idx} in update {name!r}")
+
+    def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool:
+        return bool(
+            self._write(
+                'UPDATE rows SET lease_owner=?, lease_expires=? WHERE update_name=? AND "idx"=? '
+                "AND (lease_owner IS NULL OR lease_owner='' OR lease_owner=? "
+                "OR lease_expires IS NULL OR lease_expires<=?)",
+                [owner, now + ttl, name, idx, owner, now],
+            )
+        )
+
+    def release_row(self, name: str, idx: int, owner: str) -> None:
+        self._write(
+            "UPDATE rows SET lease_owner='', lease_expires=NULL "
+            'WHERE update_name=? AND "idx"=? AND lease_owner=?',
+            [name, idx, owner],
+        )
+
+    # servers
+    def save_server(self, server: Server) -> None:
+        names = SERVER_CODEC.names
+        columns = ", ".join(map(_q, names))
+        self._write(
+            f"INSERT OR REPLACE INTO servers ({columns}) VALUES ({_marks(names)})",
+            SERVER_CODEC.to_row(server, names),
+        )
+
+    def get_server(self, name: str) -> Server | None:
+        found = self._db().execute('SELECT * FROM servers WHERE "name"=?', [name]).fetchone()
+        return None if found is None else SERVER_CODEC.from_row(found)
+
+    def list_servers(self) -> list[Server]:
+        found = self._db().execute('SELECT * FROM servers ORDER BY "name"')
+        return [SERVER_CODEC.from_row(r) for r in found]
+
+
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _marks(names: list[str]) -> str:
+    return ", ".join("?" for _ in names)
