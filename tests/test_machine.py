@@ -238,10 +238,8 @@ def simulate(u: Update, rows: list[Row], draw, max_steps: int = 2000):
             rows[idx - 1] = machine.claim(rows[idx - 1]).copy(lease_owner="r", lease_expires=1e9)
             starts.append(idx)
         peak = max(peak, sum(machine.is_active(r) for r in rows))
-        if (
-            u.status.is_final
-            or u.status is UpdateStatus.PAUSED
-            and not any(map(machine.is_active, rows))
+        if u.status.is_final or (
+            u.status is UpdateStatus.PAUSED and not any(map(machine.is_active, rows))
         ):
             return u, rows, peak, starts
         for i, row in enumerate(rows):
@@ -305,3 +303,14 @@ def test_any_rollout_settles_within_the_rules(n, lanes, auto_rollback, stop_sing
         assert all(r.status is RowStatus.SUCCESS for r in rows)
     if not u.halted:
         assert all(r.status is not RowStatus.PENDING for r in rows)
+
+
+def test_a_program_supervisor_gave_up_on_fails_at_once():
+    u = upd()
+    row = to_verifying(u, pending(1)[0])
+    fatal = {"agent:web": ("FATAL", None), "agent:worker-0": ("RUNNING", 11)}
+    out = machine.after_probe(u, row, ProbeObs(pong=False, programs=fatal), 1)
+    assert out.status is RowStatus.ROLLING_BACK and "FATAL" in out.reason
+    backoff = {"agent:web": ("BACKOFF", None), "agent:worker-0": ("RUNNING", 11)}
+    waiting = machine.after_probe(u, row, ProbeObs(pong=True, commit=NEW, programs=backoff), 1)
+    assert waiting.status is RowStatus.VERIFYING  # still retrying: keep waiting

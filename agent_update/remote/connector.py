@@ -13,7 +13,6 @@ from agent_update.remote import script, supervisor
 from agent_update.remote.agent_client import (
     AgentClient,
     AgentEndpoint,
-    AgentError,
     services_healthy,
 )
 from agent_update.remote.ssh import SshCredentials, SshError, SshSession, SshTarget
@@ -90,21 +89,28 @@ class ServerLink:
         )
 
     def probe(self) -> ProbeObs:
-        agent, endpoint = self.connector.agent, self.connector.endpoint(self.server)
+        """Ping, version and program states; the states even when the agent is down."""
         timeout = self.connector.settings.probe_timeout
         try:
-            if not agent.ping(endpoint, timeout):
-                return ProbeObs(pong=False)
-            info = agent.version(endpoint, timeout)
-        except AgentError as exc:
-            return ProbeObs(pong=False, error=_describe(exc))
-        ok, why = services_healthy(info.services)
-        try:
-            programs = self.programs()
+            programs: Programs | None = self.programs()
+            ssh_error = ""
         except Exception as exc:
-            return ProbeObs(pong=True, commit=info.commit, error=f"ssh: {_describe(exc)}")
+            programs, ssh_error = None, f"ssh: {_describe(exc)}"
+        try:
+            endpoint = self.connector.endpoint(self.server)
+            if not self.connector.agent.ping(endpoint, timeout):
+                return ProbeObs(pong=False, programs=programs)
+            info = self.connector.agent.version(endpoint, timeout)
+        except AgentUpdateError as exc:
+            return ProbeObs(pong=False, programs=programs, error=_describe(exc))
+        ok, why = services_healthy(info.services)
         return ProbeObs(
-            pong=True, commit=info.commit, services_ok=ok, services_reason=why, programs=programs
+            pong=True,
+            commit=info.commit,
+            services_ok=ok,
+            services_reason=why,
+            programs=programs,
+            error=ssh_error,
         )
 
     def close(self) -> None:

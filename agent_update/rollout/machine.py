@@ -262,21 +262,34 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
             return _end(row, status, now, why)
         return row.copy(healthy_since=since)
     row = row.copy(healthy_since=None)
-    if row.deadline is not None and now < row.deadline:
+    gave_up = any(state == "FATAL" for state, _ in (obs.programs or {}).values())
+    if not gave_up and row.deadline is not None and now < row.deadline:
         return row
-    return fail(update, row, reason, now)
+    if gave_up:  # supervisor stopped retrying it: waiting longer is pointless
+        reason = f"{not_running(obs.programs or {})} (supervisor gave up on it); {reason}"
+    return fail(update, row, reason, now, obs.programs)
 
 
-def fail(update: Update, row: Row, reason: str, now: float) -> Row:
-    """A failed attempt: roll back when asked to, else end the row."""
+def fail(
+    update: Update, row: Row, reason: str, now: float, programs: Programs | None = None
+) -> Row:
+    """A failed attempt: roll back when asked to, else end the row.
+
+    The rollback is verified against the pids seen at the failure, so a
+    program still running the failed commit's code is not taken as rolled back.
+    """
     if rolling_back(row):
         return _end(row, RowStatus.FATAL, now, f"rollback failed: {reason} (after: {row.reason})")
     if update.auto_rollback and row.rollback_commit:
+        pids = row.pids_before
+        if programs:
+            pids = json.dumps({name: pid for name, (_, pid) in programs.items()}, sort_keys=True)
         return row.copy(
             status=RowStatus.ROLLING_BACK,
             step=Step.COMMAND,
             deadline=None,  # the verify timer restarts for the rollback
             healthy_since=None,
+            pids_before=pids,
             reason=reason,
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),
         )

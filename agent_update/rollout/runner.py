@@ -273,9 +273,9 @@ class ThreadLauncher:
         thread = threading.Thread(
             target=self._run, args=(name, idx, owner), daemon=True, name=f"row-{name}-{idx}"
         )
-        with self._lock:
+        with self._lock:  # started under the lock: wait() never sees it unstarted
+            thread.start()
             self._threads.append(thread)
-        thread.start()
 
     def _run(self, name: str, idx: int, owner: str) -> None:
         try:

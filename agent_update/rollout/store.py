@@ -118,12 +118,24 @@ SERVER_CODEC = _Codec(Server)
 
 
 class SqliteStore:
-    """The embedded store: one file, WAL, a connection per thread."""
+    """The embedded store: one file in WAL mode, one connection per process.
+
+    Threads share the connection under a re-entrant lock (SQLite serialises
+    writers anyway); other processes are kept apart by SQLite's own locks,
+    so runners in several processes can share one file.
+    """
 
     def __init__(self, path: str | Path) -> None:
         self.path = str(path)
-        self._local = threading.local()
+        self._lock = threading.RLock()
+        self._depth = 0
         self.writes = 0  # statements that changed data, for the benchmarks
+        self._conn = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, check_same_thread=False
+        )
+        self._conn.row_factory = sqlite3.Row
+        self._conn.execute("PRAGMA journal_mode=WAL")
+        self._conn.execute("PRAGMA synchronous=NORMAL")
         with self._tx() as db:
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS updates ({UPDATE_CODEC.columns()}, "
@@ -139,58 +151,49 @@ class SqliteStore:
             )
 
     # connections and transactions
-    def _db(self) -> sqlite3.Connection:
-        db = getattr(self._local, "db", None)
-        if db is None:
-            db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            db.row_factory = sqlite3.Row
-            db.execute("PRAGMA journal_mode=WAL")
-            db.execute("PRAGMA synchronous=NORMAL")
-            self._local.db = db
-            self._local.depth = 0
-        return db
-
     @contextlib.contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db()
-        if self._local.depth:
-            self._local.depth += 1
+        with self._lock:
+            if self._depth:
+                self._depth += 1
+                try:
+                    yield self._conn
+                finally:
+                    self._depth -= 1
+                return
+            self._conn.execute("BEGIN IMMEDIATE")
+            self._depth = 1
             try:
-                yield db
+                yield self._conn
+            except BaseException:
+                self._conn.execute("ROLLBACK")
+                raise
+            else:
+                self._conn.execute("COMMIT")
             finally:
-                self._local.depth -= 1
-            return
-        db.execute("BEGIN IMMEDIATE")
-        self._local.depth = 1
-        try:
-            yield db
-        except BaseException:
-            db.execute("ROLLBACK")
-            raise
-        else:
-            db.execute("COMMIT")
-        finally:
-            self._local.depth = 0
+                self._depth = 0
+
+    def _read(self, sql: str, params: list[Any]) -> list[sqlite3.Row]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
 
     def locked(self, name: str) -> contextlib.AbstractContextManager[None]:
         """Serialise update-level decisions (one writer at a time in SQLite)."""
         return self._tx()  # type: ignore[return-value]
 
     def close(self) -> None:
-        db = getattr(self._local, "db", None)
-        if db is not None:
-            db.close()
-            self._local.db = None
+        with self._lock:
+            self._conn.close()
 
     def _write(self, sql: str, params: list[Any]) -> int:
         with self._tx() as db:
             count = db.execute(sql, params).rowcount
-        self.writes += 1
+            self.writes += 1
         return count
 
     # updates
     def get_update(self, name: str) -> Update:
-        found = self._db().execute('SELECT * FROM updates WHERE "name"=?', [name]).fetchone()
+        found = next(iter(self._read('SELECT * FROM updates WHERE "name"=?', [name])), None)
         if found is None:
             raise NotFound(f"no update named {name!r}")
         return UPDATE_CODEC.from_row(found)
@@ -217,22 +220,19 @@ class SqliteStore:
             raise NotFound(f"no update named {update.name!r}")
 
     def unfinished_updates(self) -> list[str]:
-        found = self._db().execute(
-            "SELECT name FROM updates WHERE status IN ('Planning', 'Running', 'Paused')"
+        found = self._read(
+            "SELECT name FROM updates WHERE status IN ('Planning', 'Running', 'Paused')", []
         )
         return [r["name"] for r in found]
 
     # rows
     def get_rows(self, name: str) -> list[Row]:
-        found = self._db().execute('SELECT * FROM rows WHERE update_name=? ORDER BY "idx"', [name])
+        found = self._read('SELECT * FROM rows WHERE update_name=? ORDER BY "idx"', [name])
         return [ROW_CODEC.from_row(r) for r in found]
 
     def get_row(self, name: str, idx: int) -> Row:
-        found = (
-            self._db()
-            .execute('SELECT * FROM rows WHERE update_name=? AND "idx"=?', [name, idx])
-            .fetchone()
-        )
+        sql = 'SELECT * FROM rows WHERE update_name=? AND "idx"=?'
+        found = next(iter(self._read(sql, [name, idx])), None)
         if found is None:
             raise NotFound(f"no row {idx} in update {name!r}")
         return ROW_CODEC.from_row(found)
@@ -291,11 +291,11 @@ class SqliteStore:
         )
 
     def get_server(self, name: str) -> Server | None:
-        found = self._db().execute('SELECT * FROM servers WHERE "name"=?', [name]).fetchone()
+        found = next(iter(self._read('SELECT * FROM servers WHERE "name"=?', [name])), None)
         return None if found is None else SERVER_CODEC.from_row(found)
 
     def list_servers(self) -> list[Server]:
-        found = self._db().execute('SELECT * FROM servers ORDER BY "name"')
+        found = self._read('SELECT * FROM servers ORDER BY "name"', [])
         return [SERVER_CODEC.from_row(r) for r in found]
 
 

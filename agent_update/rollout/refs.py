@@ -1,0 +1,223 @@
+"""Validation of every value that ends up in a git call or a remote shell.
+
+The tool we replace put refs into the shell unquoted and checked them only
+once (DESIGN §7). Here each value is checked against a narrow allowlist on
+every use, so that quoting is a second line of defence, not the only one.
+Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import urlsplit
+
+from agent_update.rollout.errors import ValidationError
+
+_HEX40 = re.compile(r"[0-9a-fA-F]{40}")
+_BRANCH_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
+_PATH_CHARS = re.compile(r"[A-Za-z0-9._/+-]+")
+_PROGRAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]*")
+# Characters a repository URL may contain at all (no IPv6 literals, no
+# query strings): anything else has no business in a clone URL.
+_URL_CHARS = re.compile(r"[A-Za-z0-9._~:/@%+=,-]+")
+_HOST = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?")
+_USER = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
+_SHELL_META = set(";|&$`<>(){}[]*?!#^\\\"'")
+MAX_LEN = 255
+MAX_URL_LEN = 2048
+
+
+def _text(value: object, field: str, what: str) -> str:
+    if not isinstance(value, str):
+        raise ValidationError(field, f"{what} must be text, got {type(value).__name__}")
+    return value
+
+
+def _check_controls(value: str, field: str, what: str) -> None:
+    for ch in value:
+        if ch.isspace() or ord(ch) < 32 or ord(ch) == 127:
+            raise ValidationError(
+                field, f"{what} {value!r} contains whitespace or a control character ({ch!r})"
+            )
+
+
+def validate_commit(value: object, field: str = "commit") -> str:
+    """A full 40-hex commit id, lowercased (short ids are ambiguous over time)."""
+    text = _text(value, field, "commit").strip()
+    if not _HEX40.fullmatch(text):
+        raise ValidationError(
+            field, f"{text!r} is not a full commit id (40 hexadecimal characters expected)"
+        )
+    return text.lower()
+
+
+def validate_branch(value: object, field: str = "branch") -> str:
+    """A branch name git accepts (check-ref-format) made of shell-inert characters."""
+    text = _text(value, field, "branch")
+    if not text:
+        raise ValidationError(field, "branch is empty")
+    _check_controls(text, field, "branch")
+    if len(text) > MAX_LEN:
+        raise ValidationError(field, f"branch {text[:40]!r}… is longer than {MAX_LEN} characters")
+    if not _BRANCH_CHARS.fullmatch(text):
+        bad = sorted({ch for ch in text if not _BRANCH_CHARS.fullmatch(ch)})
+        raise ValidationError(
+            field,
+            f"branch {text!r} contains {''.join(bad)!r}; only letters, digits and . _ / - "
+            "are allowed",
+        )
+    problem = _ref_problem(text)
+    if problem:
+        raise ValidationError(field, f"branch {text!r} is not a valid git branch name: {problem}")
+    return text
+
+
+def _ref_problem(text: str) -> str:
+    """The first git check-ref-format rule ``text`` breaks, or ''."""
+    if text.startswith("-"):
+        return "it starts with '-'"
+    if text.startswith("/") or text.endswith("/"):
+        return "it starts or ends with '/'"
+    if "//" in text:
+        return "it contains '//'"
+    if ".." in text:
+        return "it contains '..'"
+    if text.endswith("."):
+        return "it ends with '.'"
+    if "@{" in text or text == "@":
+        return "it contains '@{' or is '@'"
+    for part in text.split("/"):
+        if part.startswith("."):
+            return f"component {part!r} starts with '.'"
+        if part.endswith(".lock"):
+            return f"component {part!r} ends with '.lock'"
+    return ""
+
+
+def validate_repo_url(value: object, field: str = "repo") -> str:
+    """A git URL or absolute path that cannot smuggle options or shell syntax.
+
+    Accepted: https://host/path, http://host/path, ssh://[user@]host[:port]/path,
+    scp-like user@host:path, file:///abs/path, /abs/path. Credentials inside
+    an https URL are refused: they would land in logs and remote configs.
+    """
+    text = _text(value, field, "repository").strip()
+    if not text:
+        raise ValidationError(field, "repository is empty")
+    _check_controls(text, field, "repository")
+    if len(text) > MAX_URL_LEN:
+        raise ValidationError(field, f"repository URL is longer than {MAX_URL_LEN} characters")
+    bad = sorted({ch for ch in text if ch in _SHELL_META or ch in "?["})
+    if bad:
+        raise ValidationError(
+            field, f"repository {text!r} contains forbidden characters {''.join(bad)!r}"
+        )
+    if text.startswith("-"):
+        raise ValidationError(field, f"repository {text!r} looks like a command-line option")
+    if "::" in text:
+        raise ValidationError(
+            field, f"repository {text!r} names a git remote helper ('::'), which is not allowed"
+        )
+    if not _URL_CHARS.fullmatch(text):
+        raise ValidationError(field, f"repository {text!r} contains unsupported characters")
+    if text.startswith("/"):
+        _check_path(text, field, "repository path")
+        return text
+    if "://" in text:
+        return _check_url(text, field)
+    return _check_scp(text, field)
+
+
+def _check_url(text: str, field: str) -> str:
+    parts = urlsplit(text)
+    scheme = parts.scheme.lower()
+    if scheme == "file":
+        if parts.netloc not in ("", "localhost"):
+            raise ValidationError(field, f"file URL {text!r} must be file:///absolute/path")
+        _check_path(parts.path, field, "repository path")
+        return text
+    if scheme not in ("https", "http", "ssh"):
+        raise ValidationError(
+            field, f"repository {text!r}: scheme {parts.scheme!r} is not https, http, ssh or file"
+        )
+    netloc = parts.netloc
+    userinfo, _, hostport = netloc.rpartition("@")
+    if userinfo and scheme != "ssh":
+        raise ValidationError(
+            field,
+            f"repository URL {_redact(text)!r} carries credentials; remove them and put the "
+            "token in the git token setting instead",
+        )
+    if userinfo and not _USER.fullmatch(userinfo):
+        raise ValidationError(field, f"repository {text!r}: user {userinfo!r} is not valid")
+    host, _, port = hostport.partition(":")
+    if not _HOST.fullmatch(host):
+        raise ValidationError(field, f"repository {text!r}: host {host!r} is not valid")
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError(field, f"repository {text!r}: port {port!r} is not valid")
+    if not parts.path or parts.path == "/" or "/-" in parts.path:
+        raise ValidationError(field, f"repository {text!r} has no valid path after the host")
+    return text
+
+
+def _check_scp(text: str, field: str) -> str:
+    head, sep, path = text.partition(":")
+    if not sep or not path or "/" in head:
+        raise ValidationError(
+            field,
+            f"repository {text!r} is not a URL (https://…, ssh://…, file://…), "
+            "user@host:path or an absolute path",
+        )
+    user, _, host = head.rpartition("@")
+    if user and not _USER.fullmatch(user):
+        raise ValidationError(field, f"repository {text!r}: user {user!r} is not valid")
+    if not _HOST.fullmatch(host):
+        raise ValidationError(field, f"repository {text!r}: host {host!r} is not valid")
+    if path.startswith("-") or "/-" in path:
+        raise ValidationError(field, f"repository {text!r}: path looks like an option")
+    return text
+
+
+def _check_path(path: str, field: str, what: str) -> None:
+    if not path.startswith("/"):
+        raise ValidationError(field, f"{what} {path!r} must be absolute")
+    if not _PATH_CHARS.fullmatch(path):
+        raise ValidationError(
+            field, f"{what} {path!r} may contain only letters, digits and . _ / + -"
+        )
+    if "/-" in path:
+        raise ValidationError(field, f"{what} {path!r} has a component starting with '-'")
+    if any(part == ".." for part in path.split("/")):
+        raise ValidationError(field, f"{what} {path!r} must not contain '..'")
+
+
+def _redact(text: str) -> str:
+    scheme, _, rest = text.partition("://")
+    return f"{scheme}://***@{rest.rpartition('@')[2]}"
+
+
+def validate_agent_dir(value: object, field: str = "agent_dir") -> str:
+    """The agent's directory on a server: absolute, shell-inert, no '..'."""
+    text = _text(value, field, "agent directory").strip()
+    if not text:
+        raise ValidationError(field, "agent directory is empty")
+    _check_controls(text, field, "agent directory")
+    if len(text) > MAX_LEN:
+        raise ValidationError(field, f"agent directory is longer than {MAX_LEN} characters")
+    _check_path(text, field, "agent directory")
+    stripped = text.rstrip("/")
+    if not stripped:
+        raise ValidationError(field, "agent directory must not be '/'")
+    return stripped
+
+
+def validate_program_name(value: object, field: str = "program") -> str:
+    """A supervisor program name such as ``agent:worker-0``."""
+    text = _text(value, field, "program name")
+    if len(text) > MAX_LEN or not _PROGRAM.fullmatch(text):
+        raise ValidationError(
+            field,
+            f"program name {text!r} may contain only letters, digits and . _ : - "
+            "and must not start with '-'",
+        )
+    return text

@@ -1,0 +1,145 @@
+"""One supervisord per simulated host, running the agent group.
+
+supervisord comes from PyPI ``supervisor`` and runs with this Python in the
+foreground as our child (its pid is ours to kill). Programs: ``agent:web``,
+``agent:worker-<i>``, ``agent:redis``. ``startsecs=1`` is supervisor's
+default and the trade-off for realism: a restart is reported only after the
+program survived a second, which is most of an update's round trip.
+
+supervisord's loop sleeps up to 1 s between state checks (a SIGCHLD does not
+wake it), which would add up to a second to every start, stop and restart.
+The launcher caps that sleep at 0.05 s, so states change when they happen;
+a production supervisord may lag by up to a second more than the fleet.
+"""
+
+from __future__ import annotations
+
+import shlex
+import shutil
+import subprocess
+import sys
+import xmlrpc.client
+from dataclasses import dataclass
+from pathlib import Path
+
+from supervisor.xmlrpc import SupervisorTransport
+
+from agent_update.testing import procs
+
+GROUP = "agent"
+
+
+@dataclass(frozen=True)
+class SupervisorFiles:
+    config: Path
+    socket: Path
+    log: Path
+    logs_dir: Path
+    ctl: Path  # the host's `supervisorctl` wrapper
+
+
+def _program(name: str, command: list[str], directory: Path, log: Path) -> str:
+    return "\n".join(
+        [
+            f"[program:{name}]",
+            "command=" + " ".join(shlex.quote(part) for part in command),
+            f"directory={directory}",
+            "autostart=true",
+            "autorestart=true",
+            "startsecs=1",
+            "startretries=2",
+            "stopsignal=TERM",
+            "stopwaitsecs=3",
+            "stopasgroup=true",
+            "killasgroup=true",
+            "redirect_stderr=true",
+            f"stdout_logfile={log}",
+            "stdout_logfile_maxbytes=0",
+            "",
+        ]
+    )
+
+
+def write(
+    files: SupervisorFiles,
+    address: str,
+    agent_dir: Path,
+    redis_port: int,
+    workers: int,
+) -> None:
+    """Write supervisord.conf and the host's `supervisorctl` wrapper script."""
+    python = str(agent_dir / "env" / "bin" / "python")
+    agent = [python, str(agent_dir / "repo" / "testagent.py")]
+    redis_dir = files.logs_dir.parent / "redis"
+    redis_dir.mkdir(exist_ok=True)
+    redis = [
+        shutil.which("redis-server") or "redis-server",
+        "--bind",
+        address,
+        "--port",
+        str(redis_port),
+    ]
+    redis += ["--save", "", "--appendonly", "no", "--dir", str(redis_dir), "--logfile", ""]
+    workers_names = [f"worker-{index}" for index in range(workers)]
+    sections = [
+        f"[unix_http_server]\nfile={files.socket}\nchmod=0700\n",
+        f"[supervisord]\nlogfile={files.log}\nlogfile_maxbytes=0\n"
+        f"pidfile={files.config.parent / 'supervisord.pid'}\nnodaemon=true\n"
+        f"childlogdir={files.logs_dir}\nloglevel=info\n",
+        "[rpcinterface:supervisor]\n"
+        "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
+        f"[supervisorctl]\nserverurl=unix://{files.socket}\n",
+        _program("web", [*agent, "web"], agent_dir, files.logs_dir / "web.log"),
+        *(
+            _program(
+                name, [*agent, "worker", str(index)], agent_dir, files.logs_dir / f"{name}.log"
+            )
+            for index, name in enumerate(workers_names)
+        ),
+        _program("redis", redis, redis_dir, files.logs_dir / "redis.log"),
+        f"[group:{GROUP}]\nprograms=" + ",".join(["web", *workers_names, "redis"]) + "\n",
+    ]
+    files.config.write_text("\n".join(sections))
+    files.ctl.write_text(
+        "#!/bin/sh\n"
+        f"exec {shlex.quote(sys.executable)} -m supervisor.supervisorctl"
+        f' -c {shlex.quote(str(files.config))} "$@"\n'
+    )
+    files.ctl.chmod(0o755)
+
+
+LAUNCHER = """
+import supervisor.poller as poller
+from supervisor.supervisord import main
+
+_poll = poller.Poller.poll
+poller.Poller.poll = lambda self, timeout: _poll(self, min(timeout, POLL_SECONDS))
+main()
+"""
+POLL_SECONDS = 0.05
+
+
+def start(files: SupervisorFiles) -> subprocess.Popen[bytes]:
+    """Run supervisord in the foreground with the shorter loop sleep (see above)."""
+    launcher = files.config.with_name("supervisord.py")
+    launcher.write_text(LAUNCHER.replace("POLL_SECONDS", repr(POLL_SECONDS)))
+    return procs.spawn(
+        [sys.executable, str(launcher), "-n", "-c", str(files.config)],
+        log=files.log.with_suffix(".out"),
+        cwd=files.config.parent,
+    )
+
+
+def rpc(files: SupervisorFiles) -> xmlrpc.client.ServerProxy:
+    """A proxy on the host's supervisord socket (direct, not over SSH)."""
+    transport = SupervisorTransport(None, None, serverurl=f"unix://{files.socket}")
+    return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
+
+
+def states(files: SupervisorFiles) -> dict[str, tuple[str, int | None]]:
+    """``{"agent:web": ("RUNNING", 1234), …}``; pid None when not running."""
+    infos = rpc(files).supervisor.getAllProcessInfo()
+    return {
+        f"{info['group']}:{info['name']}": (info["statename"], info["pid"] or None)
+        for info in infos
+    }

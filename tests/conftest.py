@@ -1,0 +1,14 @@
+"""Shared fixtures: ``fleet`` (4 loopback hosts, one per run) and ``make_fleet(size)``."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent_update.testing.pytest_fixtures import fleet_fixture, make_fleet_fixture
+
+fleet = fleet_fixture(4)
+make_fleet = make_fleet_fixture()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "fleet: starts real processes on 127.0.0.N (seconds)")

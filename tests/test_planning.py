@@ -1,0 +1,63 @@
+"""Build Plan against real servers: one bad server never aborts the plan."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from agent_update.rollout.model import RowStatus, UpdateStatus
+from agent_update.testing.harness import fleet_service, fleet_settings, fleet_update
+
+pytestmark = pytest.mark.fleet
+
+
+def swap_host_key(known_hosts: str, victim: str, donor: str) -> str:
+    """known_hosts where ``victim`` is listed with ``donor``'s key (a changed host key)."""
+    lines = known_hosts.splitlines()
+    donor_key = next(line.split(" ", 1)[1] for line in lines if line.startswith(f"[{donor}]"))
+    return "\n".join(
+        f"{line.split(' ', 1)[0]} {donor_key}" if line.startswith(f"[{victim}]") else line
+        for line in lines
+    )
+
+
+def test_unreachable_and_wrong_host_key_stay_draft_with_reasons(fleet, tmp_path):
+    a, b, c = fleet.hosts[:3]
+    settings = fleet_settings(
+        fleet, tmp_path, known_hosts=swap_host_key(fleet.known_hosts, b.address, c.address)
+    )
+    service = fleet_service(fleet, tmp_path, settings=settings)
+    dead = replace(service.store.get_server(a.name), agent_url="http://127.0.0.1:9")
+    service.store.save_server(dead)
+    for host in fleet.hosts[3:]:
+        service.store.save_server(replace(service.store.get_server(host.name), status="Archived"))
+    update = service.create(fleet_update(fleet.commits.good))
+    planned = service.build_plan(update.name)
+    rows = {r.server: r for r in service.store.get_rows(update.name)}
+    assert planned.status is UpdateStatus.DRAFT
+    assert rows[a.name].status is RowStatus.DRAFT and "127.0.0.1:9" in rows[a.name].reason
+    assert rows[b.name].status is RowStatus.DRAFT and "host key" in rows[b.name].reason.lower()
+    assert rows[c.name].status is RowStatus.PENDING
+    assert rows[c.name].current_commit == fleet.reported_commit(c)
+    assert a.name in planned.why_stuck and b.name in planned.why_stuck
+    assert c.name not in planned.why_stuck
+
+
+def test_opted_out_skipped_and_a_dead_planner_is_redone(fleet, tmp_path):
+    service = fleet_service(fleet, tmp_path)
+    update = service.create(fleet_update(fleet.commits.good))
+    first = service.store.get_rows(update.name)[0]
+    server = service.store.get_server(first.server)
+    service.store.save_server(replace(server, disable_agent_update=True))
+    # A planner that died: Planning with an expired lease.
+    stuck = service.store.get_update(update.name).copy(
+        status=UpdateStatus.PLANNING, lease_owner="dead", lease_expires=1.0
+    )
+    service.store.save_update(stuck, ["status", "lease_owner", "lease_expires"])
+    assert service.tick() == [update.name]
+    planned = service.store.get_update(update.name)
+    rows = service.store.get_rows(update.name)
+    assert planned.status is UpdateStatus.PENDING
+    assert rows[0].status is RowStatus.SKIPPED and "opted out" in rows[0].reason
+    assert all(r.status is RowStatus.PENDING for r in rows[1:])

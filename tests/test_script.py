@@ -1,0 +1,251 @@
+"""The update command (script.py) and the supervisor status reading (supervisor.py)."""
+
+from __future__ import annotations
+
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent_update.remote.script import (
+    DEFAULT_UPDATE_TEMPLATE,
+    render_status_command,
+    render_update_command,
+    template_placeholders,
+)
+from agent_update.remote.supervisor import (
+    agent_programs,
+    all_running,
+    parse_status,
+    pids,
+    programs_for_restart,
+    restarted,
+)
+from agent_update.rollout.errors import ValidationError
+
+SHA = "0123456789abcdef0123456789abcdef01234567"
+ARGS = dict(
+    agent_dir="/home/frappe/agent",
+    repo_url="https://github.com/frappe/agent",
+    commit=SHA.upper(),
+    restart_web=True,
+    restart_rq=False,
+    restart_redis=False,
+)
+
+# -- script.py ------------------------------------------------------------
+
+
+def test_default_command_shape() -> None:
+    text = render_update_command(**ARGS)
+    lines = text.splitlines()
+    assert lines[0] == "set -e"
+    assert "cd /home/frappe/agent/repo" in lines
+    assert f"git checkout --force {SHA}" in lines
+    assert f"git reset --hard {SHA}" in lines
+    assert (
+        "--restart-web-workers=true --restart-rq-workers=false" in text
+        and "--restart-redis=false --skip-repo-setup=true --skip-patches=true" in text
+    )
+    assert lines[-1] == "supervisorctl start agent:"
+    assert subprocess.run(["sh", "-n", "-c", text], check=False).returncode == 0
+
+
+def test_template_has_exactly_the_documented_placeholders() -> None:
+    assert template_placeholders(DEFAULT_UPDATE_TEMPLATE) == {
+        "agent_dir",
+        "repo_url",
+        "commit",
+        "restart_web",
+        "restart_rq",
+        "restart_redis",
+    }
+
+
+def test_values_are_validated_before_rendering() -> None:
+    for key, bad, field in [
+        ("agent_dir", "/x; rm -rf /", "agent_dir"),
+        ("repo_url", "https://h/x;id", "repo"),
+        ("commit", "HEAD; id", "commit"),
+        ("restart_web", "yes", "restart_web"),
+    ]:
+        with pytest.raises(ValidationError) as info:
+            render_update_command(**{**ARGS, key: bad})
+        assert info.value.field == field
+
+
+def test_custom_template_quotes_values() -> None:
+    text = render_update_command(
+        **{**ARGS, "repo_url": "git@host:a/b.git"},
+        template="echo $repo_url ${commit} $$HOME $restart_rq",
+    )
+    assert text == f"echo git@host:a/b.git {SHA} $HOME false"
+
+
+@pytest.mark.parametrize("template", ["echo $comit", "echo ${agent}", "echo $ 1", "", "  "])
+def test_custom_template_rejects_unknown_or_stray(template: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        render_update_command(**ARGS, template=template)
+    assert info.value.field == "update_command_template"
+
+
+def test_status_command() -> None:
+    assert render_status_command() == "supervisorctl status 2>&1; true"
+    with pytest.raises(ValidationError):
+        render_status_command("a\nb")
+
+
+def _git(cwd: Path, *args: str) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@example.com",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@example.com",
+    }
+    out = subprocess.run(
+        ["git", *args], cwd=cwd, env=env, check=True, capture_output=True, text=True
+    )
+    return out.stdout.strip()
+
+
+def _stub(path: Path, body: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"#!/bin/sh\n{body}\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+
+
+@pytest.fixture()
+def agent_home(tmp_path: Path) -> tuple[Path, Path, list[str], dict[str, str]]:
+    """An agent dir whose repo clones a local upstream; pip/agent/supervisorctl stubbed."""
+    upstream, work = tmp_path / "upstream.git", tmp_path / "work"
+    _git(tmp_path, "init", "-q", "--bare", "-b", "master", str(upstream))
+    _git(tmp_path, "init", "-q", "-b", "master", str(work))
+    commits = []
+    for i in range(2):
+        (work / "requirements.txt").write_text(f"# {i}\n")
+        _git(work, "add", ".")
+        _git(work, "commit", "-q", "-m", f"c{i}")
+        commits.append(_git(work, "rev-parse", "HEAD"))
+    _git(work, "push", "-q", str(upstream), "master")
+    agent = tmp_path / "agent"
+    _git(tmp_path, "clone", "-q", str(upstream), str(agent / "repo"))
+    _git(agent / "repo", "checkout", "-q", commits[0])
+    log = tmp_path / "calls.log"
+    _stub(agent / "env/bin/pip", f'echo "pip $*" >> {log}')
+    _stub(agent / "env/bin/agent", f'echo "agent $*" >> {log}')
+    _stub(tmp_path / "bin/supervisorctl", f'echo "supervisorctl $*" >> {log}')
+    env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
+    return agent, upstream, commits, env | {"LOG": str(log)}
+
+
+def test_default_command_really_updates(agent_home) -> None:
+    agent, upstream, commits, env = agent_home
+    cmd = render_update_command(
+        agent_dir=str(agent),
+        repo_url=str(upstream),
+        commit=commits[1],
+        restart_web=True,
+        restart_rq=True,
+        restart_redis=False,
+    )
+    result = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert _git(agent / "repo", "rev-parse", "HEAD") == commits[1]
+    calls = Path(env["LOG"]).read_text().splitlines()
+    assert calls[0] == "pip install -r ./repo/requirements.txt"
+    assert "agent setup database" in calls
+    assert any("--restart-rq-workers=true" in c for c in calls)
+    assert calls[-1] == "supervisorctl start agent:"
+
+
+def test_failed_checkout_stops_the_command(agent_home) -> None:
+    agent, upstream, _commits, env = agent_home
+    cmd = render_update_command(
+        agent_dir=str(agent),
+        repo_url=str(upstream),
+        commit="f" * 40,
+        restart_web=True,
+        restart_rq=False,
+        restart_redis=False,
+    )
+    result = subprocess.run(["sh", "-c", cmd], env=env, capture_output=True, text=True)
+    assert result.returncode != 0
+    assert not Path(env["LOG"]).exists()  # nothing installed or restarted
+
+
+# -- supervisor.py --------------------------------------------------------
+
+STATUS = """\
+agent:redis                      RUNNING   pid 101, uptime 1:02:03
+agent:web                        RUNNING   pid 102, uptime 0:00:05
+agent:worker-0                   RUNNING   pid 103, uptime 0:00:05
+agent:worker-1                   STARTING
+agent:worker_backup-0            BACKOFF   Exited too quickly (process log may have details)
+agent:nginx_reload_manager       STOPPED   Not started
+other                            FATAL     Exited too quickly (process log may have details)
+unix:///tmp/x.sock refused connection
+"""
+
+
+def test_parse_status() -> None:
+    states = parse_status(STATUS)
+    assert set(states) == {
+        "agent:redis",
+        "agent:web",
+        "agent:worker-0",
+        "agent:worker-1",
+        "agent:worker_backup-0",
+        "agent:nginx_reload_manager",
+        "other",
+    }
+    assert states["agent:web"].pid == 102 and states["agent:web"].running
+    assert states["agent:worker-1"].state == "STARTING" and states["agent:worker-1"].pid is None
+    assert states["agent:worker_backup-0"].description.startswith("Exited too quickly")
+    assert states["other"].state == "FATAL"
+    assert "other" not in agent_programs(states)
+    assert pids(agent_programs(states))["agent:redis"] == 101
+
+
+def test_all_running() -> None:
+    ok, reason = all_running(parse_status(STATUS))
+    assert not ok
+    assert "agent:worker-1 is STARTING" in reason
+    assert "agent:worker_backup-0 is BACKOFF" in reason
+    assert "other" not in reason
+    good = "agent:web RUNNING pid 5, uptime 0:01:00\nfoo STOPPED Not started\n"
+    assert all_running(parse_status(good))[0]
+    ok, reason = all_running(parse_status(""))
+    assert not ok and "no 'agent:' programs" in reason
+
+
+def test_programs_for_restart() -> None:
+    states = parse_status(STATUS)
+    assert programs_for_restart(True, False, False, states) == ["agent:web"]
+    assert programs_for_restart(False, True, False, states) == [
+        "agent:worker-0",
+        "agent:worker-1",
+        "agent:worker_backup-0",
+    ]
+    assert programs_for_restart(True, True, True, states)[-1] == "agent:redis"
+    assert programs_for_restart(False, False, False, states) == []
+
+
+def test_restarted() -> None:
+    before = {"agent:web": 102, "agent:redis": 101, "agent:worker-0": None}
+    after = parse_status(
+        "agent:web RUNNING pid 202, uptime 0:00:01\n"
+        "agent:redis RUNNING pid 101, uptime 1:00:00\n"
+        "agent:worker-0 RUNNING pid 7, uptime 0:00:01\n"
+    )
+    assert restarted(before, after, ["agent:web", "agent:worker-0"]) == (
+        True,
+        "restarted: agent:web, agent:worker-0",
+    )
+    ok, reason = restarted(before, after, ["agent:web", "agent:redis", "agent:worker-9"])
+    assert not ok
+    assert "agent:redis kept pid 101" in reason and "agent:worker-9 is missing" in reason
+    down = parse_status("agent:web BACKOFF Exited too quickly\n")
+    assert restarted(before, down, ["agent:web"]) == (False, "agent:web is BACKOFF")
