@@ -14,7 +14,6 @@ from agent_update.rollout.refs import (
     validate_agent_dir,
     validate_branch,
     validate_commit,
-    validate_program_name,
     validate_repo_url,
 )
 
@@ -184,14 +183,3 @@ def test_agent_dir_rejects(value: str) -> None:
     with pytest.raises(ValidationError) as info:
         validate_agent_dir(value)
     assert info.value.field == "agent_dir"
-
-
-@pytest.mark.parametrize("value", ["agent:web", "agent:worker-0", "agent:worker_backup-1", "web"])
-def test_program_accepts(value: str) -> None:
-    assert validate_program_name(value) == value
-
-
-@pytest.mark.parametrize("value", ["", "-x", "agent:web;x", "agent web", "a$b"])
-def test_program_rejects(value: str) -> None:
-    with pytest.raises(ValidationError):
-        validate_program_name(value)

@@ -17,11 +17,7 @@ from agent_update.remote.script import (
 )
 from agent_update.remote.supervisor import (
     agent_programs,
-    all_running,
     parse_status,
-    pids,
-    programs_for_restart,
-    restarted,
 )
 from agent_update.rollout.errors import ValidationError
 
@@ -206,46 +202,4 @@ def test_parse_status() -> None:
     assert states["agent:worker_backup-0"].description.startswith("Exited too quickly")
     assert states["other"].state == "FATAL"
     assert "other" not in agent_programs(states)
-    assert pids(agent_programs(states))["agent:redis"] == 101
-
-
-def test_all_running() -> None:
-    ok, reason = all_running(parse_status(STATUS))
-    assert not ok
-    assert "agent:worker-1 is STARTING" in reason
-    assert "agent:worker_backup-0 is BACKOFF" in reason
-    assert "other" not in reason
-    good = "agent:web RUNNING pid 5, uptime 0:01:00\nfoo STOPPED Not started\n"
-    assert all_running(parse_status(good))[0]
-    ok, reason = all_running(parse_status(""))
-    assert not ok and "no 'agent:' programs" in reason
-
-
-def test_programs_for_restart() -> None:
-    states = parse_status(STATUS)
-    assert programs_for_restart(True, False, False, states) == ["agent:web"]
-    assert programs_for_restart(False, True, False, states) == [
-        "agent:worker-0",
-        "agent:worker-1",
-        "agent:worker_backup-0",
-    ]
-    assert programs_for_restart(True, True, True, states)[-1] == "agent:redis"
-    assert programs_for_restart(False, False, False, states) == []
-
-
-def test_restarted() -> None:
-    before = {"agent:web": 102, "agent:redis": 101, "agent:worker-0": None}
-    after = parse_status(
-        "agent:web RUNNING pid 202, uptime 0:00:01\n"
-        "agent:redis RUNNING pid 101, uptime 1:00:00\n"
-        "agent:worker-0 RUNNING pid 7, uptime 0:00:01\n"
-    )
-    assert restarted(before, after, ["agent:web", "agent:worker-0"]) == (
-        True,
-        "restarted: agent:web, agent:worker-0",
-    )
-    ok, reason = restarted(before, after, ["agent:web", "agent:redis", "agent:worker-9"])
-    assert not ok
-    assert "agent:redis kept pid 101" in reason and "agent:worker-9 is missing" in reason
-    down = parse_status("agent:web BACKOFF Exited too quickly\n")
-    assert restarted(before, down, ["agent:web"]) == (False, "agent:web is BACKOFF")
+    assert agent_programs(states)["agent:redis"].pid == 101

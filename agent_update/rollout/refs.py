@@ -16,7 +16,6 @@ from agent_update.rollout.errors import ValidationError
 _HEX40 = re.compile(r"[0-9a-fA-F]{40}")
 _BRANCH_CHARS = re.compile(r"[A-Za-z0-9._/-]+")
 _PATH_CHARS = re.compile(r"[A-Za-z0-9._/+-]+")
-_PROGRAM = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._:-]*")
 # Characters a repository URL may contain at all (no IPv6 literals, no
 # query strings): anything else has no business in a clone URL.
 _URL_CHARS = re.compile(r"[A-Za-z0-9._~:/@%+=,-]+")
@@ -209,15 +208,3 @@ def validate_agent_dir(value: object, field: str = "agent_dir") -> str:
     if not stripped:
         raise ValidationError(field, "agent directory must not be '/'")
     return stripped
-
-
-def validate_program_name(value: object, field: str = "program") -> str:
-    """A supervisor program name such as ``agent:worker-0``."""
-    text = _text(value, field, "program name")
-    if len(text) > MAX_LEN or not _PROGRAM.fullmatch(text):
-        raise ValidationError(
-            field,
-            f"program name {text!r} may contain only letters, digits and . _ : - "
-            "and must not start with '-'",
-        )
-    return text
