@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -49,6 +49,14 @@ class Store(Protocol):
 # ------------------------------------------------------------------- codec
 
 
+def _q(name: str) -> str:
+    return f'"{name}"'
+
+
+def _marks(names: list[str]) -> str:
+    return ", ".join("?" for _ in names)
+
+
 def _sql_type(hint: Any) -> str:
     text = str(hint)
     if hint in (int, bool):
@@ -68,14 +76,15 @@ def _encode(value: Any) -> Any:
     return value
 
 
-def _decoder(hint: Any):
+def _decoder(hint: Any) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the field's value; None when it already is."""
     if isinstance(hint, type) and issubclass(hint, Enum):
-        return hint
+        return {member.value: member for member in hint}.__getitem__
     if hint is bool:
         return bool
     if hint == tuple[str, ...]:
         return lambda v: tuple(json.loads(v or "[]"))
-    return lambda v: v
+    return None
 
 
 class _Codec:
@@ -86,7 +95,8 @@ class _Codec:
         hints = get_type_hints(cls)
         self.names = [f.name for f in fields(cls)]
         self.types = {n: _sql_type(hints[n]) for n in self.names}
-        self.decode = {n: _decoder(hints[n]) for n in self.names}
+        self.decoders = [_decoder(hints[n]) for n in self.names]
+        self.select = ", ".join(map(_q, self.names))  # from_row relies on this order
 
     def columns(self) -> str:
         return ", ".join(f'"{n}" {self.types[n]}' for n in self.names)
@@ -95,11 +105,12 @@ class _Codec:
         return [_encode(getattr(obj, n)) for n in names]
 
     def from_row(self, row: sqlite3.Row) -> Any:
-        values = {}
-        for n in self.names:
-            raw = row[n]
-            values[n] = raw if raw is None else self.decode[n](raw)
-        return self.cls(**values)
+        return self.cls(
+            *[
+                v if d is None or v is None else d(v)
+                for d, v in zip(self.decoders, row, strict=True)
+            ]
+        )
 
     def check(self, names: Iterable[str]) -> list[str]:
         names = list(dict.fromkeys(names))
@@ -193,7 +204,10 @@ class SqliteStore:
 
     # updates
     def get_update(self, name: str) -> Update:
-        found = next(iter(self._read('SELECT * FROM updates WHERE "name"=?', [name])), None)
+        found = next(
+            iter(self._read(f'SELECT {UPDATE_CODEC.select} FROM updates WHERE "name"=?', [name])),
+            None,
+        )
         if found is None:
             raise NotFound(f"no update named {name!r}")
         return UPDATE_CODEC.from_row(found)
@@ -227,11 +241,13 @@ class SqliteStore:
 
     # rows
     def get_rows(self, name: str) -> list[Row]:
-        found = self._read('SELECT * FROM rows WHERE update_name=? ORDER BY "idx"', [name])
+        found = self._read(
+            f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? ORDER BY "idx"', [name]
+        )
         return [ROW_CODEC.from_row(r) for r in found]
 
     def get_row(self, name: str, idx: int) -> Row:
-        sql = 'SELECT * FROM rows WHERE update_name=? AND "idx"=?'
+        sql = f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? AND "idx"=?'
         found = next(iter(self._read(sql, [name, idx])), None)
         if found is None:
             raise NotFound(f"no row {idx} in update {name!r}")
@@ -291,17 +307,12 @@ class SqliteStore:
         )
 
     def get_server(self, name: str) -> Server | None:
-        found = next(iter(self._read('SELECT * FROM servers WHERE "name"=?', [name])), None)
+        found = next(
+            iter(self._read(f'SELECT {SERVER_CODEC.select} FROM servers WHERE "name"=?', [name])),
+            None,
+        )
         return None if found is None else SERVER_CODEC.from_row(found)
 
     def list_servers(self) -> list[Server]:
-        found = self._read('SELECT * FROM servers ORDER BY "name"', [])
+        found = self._read(f'SELECT {SERVER_CODEC.select} FROM servers ORDER BY "name"', [])
         return [SERVER_CODEC.from_row(r) for r in found]
-
-
-def _q(name: str) -> str:
-    return f'"{name}"'
-
-
-def _marks(names: list[str]) -> str:
-    return ", ".join("?" for _ in names)

@@ -1,0 +1,298 @@
+"""The engine's Store over frappe.db: one UPDATE per change, leases as compare-and-set.
+
+Every write names the fields that changed and touches one row of one table
+(``tabAgent Update Server`` WHERE parent AND idx), never ``doc.save()`` of the
+whole document, so a transition costs O(1) whatever the number of rows.
+
+Transactions: a write outside ``locked()`` commits at once, so other workers
+and the desk see it (leases above all) and no row lock is held across the
+seconds a command runs. ``locked(name)`` takes SELECT … FOR UPDATE on the
+Agent Update row and commits on exit; writes inside it commit together.
+A thread without a Frappe context (the runner's lease heartbeat) gets a
+short-lived connection of its own, since a connection is never shared.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import frappe
+from frappe.utils.password import get_decrypted_password
+
+from agent_update import frappe_codec as codec
+from agent_update.rollout.errors import LeaseLost
+from agent_update.rollout.model import ENDED_ROW_STATUSES, Row, Server, Update
+from agent_update.rollout.store import NotFound
+
+UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
+ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
+TYPE_TABLE = f"`tab{codec.TYPE_DOCTYPE}`"
+ROW_WHERE = "parent=%s AND parenttype='Agent Update' AND parentfield='servers'"
+UNFINISHED = ("Planning", "Running", "Paused")
+ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
+
+
+def _q(column: str) -> str:
+    return f"`{column}`"
+
+
+def _has_context() -> bool:
+    return getattr(frappe.local, "db", None) is not None
+
+
+class FrappeStore:
+    """See rollout.store.Store; ``writes`` counts data-changing statements."""
+
+    def __init__(self) -> None:
+        self.site = frappe.local.site
+        self.sites_path = os.path.abspath(frappe.local.sites_path)
+        self.writes = 0
+        self._local = threading.local()
+
+    # ------------------------------------------------------- transactions
+    @property
+    def _depth(self) -> int:
+        return getattr(self._local, "depth", 0)
+
+    @contextlib.contextmanager
+    def _context(self) -> Iterator[None]:
+        """This thread's connection, or a short-lived one for helper threads."""
+        if _has_context():
+            yield
+            return
+        frappe.init(site=self.site, sites_path=self.sites_path)
+        try:
+            frappe.connect()
+            yield
+            frappe.db.commit()
+        finally:
+            frappe.destroy()
+
+    def _commit(self) -> None:
+        if not self._depth:
+            frappe.db.commit()
+
+    def _write(self, sql: str, values: list[Any]) -> int:
+        frappe.db.sql(sql, values)
+        self.writes += 1
+        return frappe.db._cursor.rowcount
+
+    @contextlib.contextmanager
+    def locked(self, name: str) -> Iterator[None]:
+        """Serialise update-level decisions across workers (re-entrant per thread)."""
+        if self._depth:
+            self._local.depth += 1
+            try:
+                yield
+            finally:
+                self._local.depth -= 1
+            return
+        with self._context():
+            frappe.db.commit()  # a fresh transaction: reads below see the latest commits
+            found = frappe.db.sql(f"SELECT name FROM {UPDATE_TABLE} WHERE name=%s FOR UPDATE", name)
+            if not found:
+                frappe.db.rollback()
+                raise NotFound(f"no update named {name!r}")
+            self._local.depth = 1
+            try:
+                yield
+            except BaseException:
+                frappe.db.rollback()
+                raise
+            else:
+                frappe.db.commit()
+            finally:
+                self._local.depth = 0
+
+    # ------------------------------------------------------------ updates
+    def get_update(self, name: str) -> Update:
+        with self._context():
+            found = frappe.db.sql(f"SELECT * FROM {UPDATE_TABLE} WHERE name=%s", name, as_dict=True)
+            if not found:
+                raise NotFound(f"no update named {name!r}")
+            types = frappe.db.sql_list(
+                f"SELECT server_type FROM {TYPE_TABLE} WHERE parent=%s "
+                "AND parenttype='Agent Update' ORDER BY idx",
+                name,
+            )
+            return codec.update_from(found[0], types)
+
+    def insert_update(self, update: Update, rows: list[Row]) -> Update:
+        with self._context():
+            doc = frappe.get_doc(codec.update_doc_dict(update, rows))
+            doc.flags.from_engine = True  # already validated and prepared by the engine
+            doc.insert(ignore_permissions=True)
+            self.writes += 1 + len(rows) + len(update.server_types)
+            self._commit()
+            return update.copy(name=doc.name)
+
+    def save_update(self, update: Update, changed: Iterable[str]) -> None:
+        names = list(dict.fromkeys(changed))
+        unknown = set(names) - set(codec.UPDATE_COLUMNS) - {"server_types"}
+        if unknown:
+            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        with self._context():
+            if "server_types" in names:
+                names.remove("server_types")
+                self._replace_types(update)
+            if names:
+                values = codec.update_values(update, names)
+                sets = ", ".join(f"{_q(c)}=%s" for c in values)
+                sql = f"UPDATE {UPDATE_TABLE} SET {sets} WHERE name=%s"
+                if not self._write(sql, [*values.values(), update.name]):
+                    self._must_exist(update.name)
+            self._commit()
+
+    def _replace_types(self, update: Update) -> None:
+        self._write(f"DELETE FROM {TYPE_TABLE} WHERE parent=%s", [update.name])
+        for idx, server_type in enumerate(update.server_types, start=1):
+            child = frappe.get_doc(
+                {
+                    "doctype": codec.TYPE_DOCTYPE,
+                    "parent": update.name,
+                    "parenttype": codec.UPDATE_DOCTYPE,
+                    "parentfield": "server_types",
+                    "idx": idx,
+                    "server_type": server_type,
+                }
+            )
+            child.db_insert()
+            self.writes += 1
+
+    def _must_exist(self, name: str) -> None:
+        if not frappe.db.sql(f"SELECT name FROM {UPDATE_TABLE} WHERE name=%s", name):
+            raise NotFound(f"no update named {name!r}")
+
+    def unfinished_updates(self) -> list[str]:
+        with self._context():
+            return frappe.db.sql_list(
+                f"SELECT name FROM {UPDATE_TABLE} WHERE status IN %s ORDER BY creation",
+                [UNFINISHED],
+            )
+
+    # --------------------------------------------------------------- rows
+    def get_rows(self, name: str) -> list[Row]:
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT * FROM {ROW_TABLE} WHERE {ROW_WHERE} ORDER BY idx", name, as_dict=True
+            )
+            return [codec.row_from(r) for r in found]
+
+    def get_row(self, name: str, idx: int) -> Row:
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT * FROM {ROW_TABLE} WHERE {ROW_WHERE} AND idx=%s", [name, idx], as_dict=True
+            )
+            if not found:
+                raise NotFound(f"no row {idx} in update {name!r}")
+            return codec.row_from(found[0])
+
+    def save_row(
+        self, name: str, row: Row, changed: Iterable[str], owner: str | None = None
+    ) -> None:
+        names = list(dict.fromkeys(changed))
+        unknown = set(names) - set(codec.ROW_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        if not names:
+            return
+        values = codec.row_values(row, names)
+        sets = ", ".join(f"{_q(c)}=%s" for c in values)
+        sql = f"UPDATE {ROW_TABLE} SET {sets} WHERE {ROW_WHERE} AND idx=%s"
+        params = [*values.values(), name, row.idx]
+        if owner is not None:
+            sql += " AND lease_owner=%s"
+            params.append(owner)
+        with self._context():
+            if not self._write(sql, params):
+                # MariaDB counts changed rows: 0 may also mean "same values".
+                holder = self._lease_owner(name, row.idx)
+                if holder is None:
+                    raise NotFound(f"no row {row.idx} in update {name!r}")
+                if owner is not None and holder != owner:
+                    frappe.db.rollback()
+                    raise LeaseLost(f"row {row.idx} of {name} is no longer held by {owner}")
+            self._commit()
+            if "status" in names:
+                self._progress(name)
+
+    def _lease_owner(self, name: str, idx: int) -> str | None:
+        found = frappe.db.sql(
+            f"SELECT lease_owner FROM {ROW_TABLE} WHERE {ROW_WHERE} AND idx=%s", [name, idx]
+        )
+        return (found[0][0] or "") if found else None
+
+    def _progress(self, name: str) -> None:
+        """Share of ended rows, for the list view; after the row's own commit (no lock cycle)."""
+        self._write(
+            f"UPDATE {UPDATE_TABLE} SET progress=(SELECT COALESCE(100 * SUM(status IN %s) "
+            f"/ COUNT(*), 0) FROM {ROW_TABLE} WHERE {ROW_WHERE}) WHERE name=%s",
+            [ENDED, name, name],
+        )
+        self._commit()
+
+    def replace_rows(self, name: str, rows: list[Row]) -> None:
+        with self._context():
+            self._write(f"DELETE FROM {ROW_TABLE} WHERE {ROW_WHERE}", [name])
+            for row in rows:
+                child = frappe.get_doc(
+                    {
+                        "doctype": codec.ROW_DOCTYPE,
+                        "parent": name,
+                        "parenttype": codec.UPDATE_DOCTYPE,
+                        "parentfield": "servers",
+                        **codec.row_values(row, codec.ROW_COLUMNS),
+                    }
+                )
+                child.db_insert()
+                self.writes += 1
+            self._commit()
+            self._progress(name)
+
+    def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool:
+        """Take (or renew) a row's lease if it is free, expired or already ours."""
+        with self._context():
+            claimed = self._write(
+                f"UPDATE {ROW_TABLE} SET lease_owner=%s, lease_expires=%s "
+                f"WHERE {ROW_WHERE} AND idx=%s AND (lease_owner IS NULL OR lease_owner='' "
+                "OR lease_owner=%s OR lease_expires IS NULL OR lease_expires<=%s)",
+                [owner, now + ttl, name, idx, owner, now],
+            )
+            if not claimed:
+                claimed = self._lease_owner(name, idx) == owner
+            self._commit()
+            return bool(claimed)
+
+    def release_row(self, name: str, idx: int, owner: str) -> None:
+        with self._context():
+            self._write(
+                f"UPDATE {ROW_TABLE} SET lease_owner='', lease_expires=0 "
+                f"WHERE {ROW_WHERE} AND idx=%s AND lease_owner=%s",
+                [name, idx, owner],
+            )
+            self._commit()
+
+    # ------------------------------------------------------------ servers
+    def get_server(self, name: str) -> Server | None:
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT * FROM `tab{codec.SERVER_DOCTYPE}` WHERE name=%s", name, as_dict=True
+            )
+            if not found:
+                return None
+            password = get_decrypted_password(
+                codec.SERVER_DOCTYPE, name, "agent_password", raise_exception=False
+            )
+            return codec.server_from(found[0], password or "")
+
+    def list_servers(self) -> list[Server]:
+        """The registry without passwords: it only decides which servers are listed."""
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT * FROM `tab{codec.SERVER_DOCTYPE}` ORDER BY name", as_dict=True
+            )
+            return [codec.server_from(r) for r in found]
