@@ -46,11 +46,28 @@ def on(fleet, host_name: str) -> tuple[str, str]:
     return fleet.reported_commit(host), fleet.running_commit(host)
 
 
+class RecordingHooks:
+    """Records the calls around each server (e.g. halting its job queue)."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, str]] = []
+
+    def before_update(self, update, row) -> None:
+        self.calls.append(("before", row.server, row.status.value))
+
+    def after_update(self, update, row) -> None:
+        self.calls.append(("after", row.server, row.status.value))
+
+
 def test_all_succeed_and_agents_run_the_new_commit(reset, tmp_path):
     fleet = reset
-    service = service_for(fleet, tmp_path, hosts=3)
+    hooks = RecordingHooks()
+    service = service_for(fleet, tmp_path, hosts=3, hooks=hooks)
     final, rows = run(service, fleet.commits.good)
     assert final.status is UpdateStatus.SUCCESS
+    for host in fleet.hosts[:3]:  # released whatever the outcome, once each
+        mine = [c for c in hooks.calls if c[1] == host.name]
+        assert mine == [("before", host.name, "Running"), ("after", host.name, "Success")]
     for name, row in rows.items():
         assert row.status is RowStatus.SUCCESS, row.log
         assert on(fleet, name) == (fleet.commits.good, fleet.commits.good)
@@ -75,10 +92,13 @@ def test_already_updated_server_is_skipped(reset, tmp_path):
 @pytest.mark.parametrize("bad", ["crash", "install_fail", "unhealthy"])
 def test_failed_update_is_rolled_back_and_the_old_commit_runs_again(reset, tmp_path, bad):
     fleet = reset
-    service = service_for(fleet, tmp_path, hosts=1)
+    hooks = RecordingHooks()
+    service = service_for(fleet, tmp_path, hosts=1, hooks=hooks)
     # The unhealthy commit breaks the workers: only visible once they restart.
     final, rows = run(service, getattr(fleet.commits, bad), restart_rq=bad == "unhealthy")
     row = rows[fleet.hosts[0].name]
+    assert [c[0] for c in hooks.calls] == ["before", "after"]
+    assert hooks.calls[-1][2] == "Rolled Back"
     assert row.status is RowStatus.ROLLED_BACK, row.log
     assert final.status is UpdateStatus.FAILURE
     assert on(fleet, fleet.hosts[0].name) == (fleet.commits.base, fleet.commits.base)
