@@ -121,8 +121,9 @@ def test_precheck_outcomes():
     assert failed.status is RowStatus.FAILURE and "worker-0 is BACKOFF" in failed.reason
     out = machine.after_precheck(u, row, PrecheckObs(opted_out=True), 0)
     assert out.status is RowStatus.SKIPPED
+    # Reported on the target at precheck: update anyway (/version shows the checkout).
     there = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=NEW), 0)
-    assert there.status is RowStatus.SKIPPED
+    assert there.status is RowStatus.RUNNING
     err = machine.after_precheck(u, row, PrecheckObs(error="ssh: refused"), 0)
     assert err.status is RowStatus.FAILURE and err.attempts == 0
     ok = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=OLD), 0)

@@ -94,3 +94,12 @@ def test_split_refuses_wrong_status_and_counts():
         with pytest.raises(ValidationError) as err:
             split(pending, rows(4), bad)
         assert err.value.field == "batches"
+
+
+def test_planning_lease_outlasts_every_probe_wave():
+    from agent_update.rollout.model import EngineSettings
+    from agent_update.rollout.planner import planning_ttl
+
+    s = EngineSettings(lease_ttl=60, plan_concurrency=64, connect_timeout=10, probe_timeout=5)
+    assert planning_ttl(s, 10) == 60
+    assert planning_ttl(s, 1000) == 16 * 20  # 16 waves of at worst 20 s each

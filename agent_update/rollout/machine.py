@@ -184,8 +184,8 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     if down:
         # The agent restarts nothing when a program is down: fail before changing anything.
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
-    if obs.commit == update.commit:
-        return _end(row, RowStatus.SKIPPED, now, "already on the target commit")
+    # A commit reported equal to the target is no reason to skip here: /version
+    # shows what is checked out, not what runs (a half-done earlier attempt).
     pids = {name: pid for name, (_, pid) in obs.programs.items()}
     return row.copy(
         status=RowStatus.RUNNING,

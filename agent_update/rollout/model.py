@@ -219,6 +219,6 @@ class EngineSettings:
     probe_timeout: float = 5.0  # one HTTP request to an agent
     connect_timeout: float = 10.0  # one SSH connection
     lease_ttl: float = 60.0  # a row's lease; renewed while a runner works on it
-    plan_concurrency: int = 32  # agents probed at once by Build Plan
+    plan_concurrency: int = 64  # servers probed at once by Build Plan
     default_repo: str = ""
     default_branch: str = ""

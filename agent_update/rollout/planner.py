@@ -49,6 +49,13 @@ def probe_all(
         return dict(zip([r.idx for r in rows], pool.map(one, rows), strict=True))
 
 
+def planning_ttl(settings: EngineSettings, count: int) -> float:
+    """Long enough for every probe wave to time out, so no live planner looks dead."""
+    waves = -(-max(count, 1) // max(settings.plan_concurrency, 1))
+    worst_probe = settings.connect_timeout + 2 * settings.probe_timeout
+    return max(settings.lease_ttl, waves * worst_probe)
+
+
 def build_plan(
     store: Store,
     prober: Prober,
@@ -59,9 +66,10 @@ def build_plan(
     """Planning -> Pending (every row Pending/Skipped) or Draft (why stuck)."""
     settings = settings or EngineSettings()
     owner = new_owner()
+    rows = store.get_rows(name)
     with store.locked(name):
         update = store.get_update(name)
-        update = commands.begin_planning(update, owner, clock(), settings.lease_ttl)
+        update = commands.begin_planning(update, owner, clock(), planning_ttl(settings, len(rows)))
         store.save_update(update, ["status", "lease_owner", "lease_expires", "why_stuck"])
     rows = store.get_rows(name)
     servers = {r.server: store.get_server(r.server) for r in rows}
