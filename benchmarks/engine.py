@@ -64,21 +64,21 @@ def plan_speed(tmp: Path) -> None:
 
 
 def lane_packing(tmp: Path) -> None:
-    command = 0.5
     count, lanes = 200, 20
-    service, name = make(tmp, count, SimConnector(command_secs=command))
-    service.build_plan(name)
-    update = service.store.get_update(name)
-    service.store.save_update(update.copy(lanes=lanes), ["lanes"])
-    t0 = time.perf_counter()
-    service.start(name)
-    final = service.drive(name)
-    wall = time.perf_counter() - t0
-    ideal = count / lanes * command
-    print(
-        f"{count} servers in {lanes} lanes, {command}s each: wall {wall:.2f}s, ideal {ideal:.2f}s, "
-        f"ratio {wall / ideal:.3f} ({final.status.value})"
-    )
+    for command in (0.5, 2.0):
+        service, name = make(tmp, count, SimConnector(command_secs=command))
+        service.build_plan(name)
+        update = service.store.get_update(name)
+        service.store.save_update(update.copy(lanes=lanes), ["lanes"])
+        t0 = time.perf_counter()
+        service.start(name)
+        final = service.drive(name)
+        wall = time.perf_counter() - t0
+        ideal = count / lanes * command
+        print(
+            f"{count} servers in {lanes} lanes, {command}s each: wall {wall:.2f}s, "
+            f"ideal {ideal:.2f}s, ratio {wall / ideal:.3f} ({final.status.value})"
+        )
 
 
 def main() -> None:
