@@ -1,0 +1,152 @@
+"""Agent Update: one rollout. The controller only translates to the engine.
+
+Save: defaults and rules come from the engine (``Service.prepare``: repo and
+branch from the settings, the commit and its message from the branch head,
+every rule checked and reported by its label), and an empty servers table is
+filled from the registry (``commands.rows_from_registry``).
+
+Engine-owned fields (statuses, times, leases, logs) are written by the
+runner straight to the database, never through this document. A save from a
+form opened earlier would carry stale copies of them, so on every save they
+are re-read under row locks and kept; and once the update has left Draft and
+Pending, its source, config and servers can no longer change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import frappe
+from frappe import _
+from frappe.model.document import Document
+from frappe.utils import flt
+
+from agent_update import frappe_codec as codec
+from agent_update.frappe_service import frappe_errors, get_service
+from agent_update.rollout import commands
+from agent_update.rollout.model import ENDED_ROW_STATUSES, Row
+
+EDITABLE = ("Draft", "Pending")
+SOURCE = ("repo", "branch", "commit_hash")
+
+
+@dataclass
+class Stored:
+    """The update as the database has it now (read with locks)."""
+
+    parent: dict[str, Any]
+    rows: dict[str, dict[str, Any]] = field(default_factory=dict)
+    types: list[str] = field(default_factory=list)
+
+
+class AgentUpdate(Document):
+    def validate(self) -> None:
+        if self.flags.from_engine:  # split batches: already checked by the engine
+            self.set_progress()
+            return
+        stored = None if self.is_new() else _read_locked(self.name)
+        if stored is not None:
+            if stored.parent["status"] not in EDITABLE:
+                _refuse_changes(self, stored)
+            _keep_engine_state(self, stored)
+        if self.status in EDITABLE:
+            self.prepare(stored)
+        self.set_progress()
+
+    def on_trash(self) -> None:
+        if self.status in ("Planning", "Running", "Paused"):
+            frappe.throw(
+                _("{0} is {1}: pause it and let its servers finish first.").format(
+                    self.name, _(self.status)
+                )
+            )
+
+    def prepare(self, stored: Stored | None) -> None:
+        """Defaults, the engine's rules and source resolution; then the servers."""
+        self.fill_defaults()
+        service = get_service()
+        with frappe_errors():
+            update = service.prepare(codec.update_from_doc(self))
+        for name in ("repo", "branch", "commit", "commit_message", "rollback_commit"):
+            column = codec.UPDATE_COLUMNS[name]
+            self.set(column.column, column.to_doc(getattr(update, name)))
+        moved = stored and any(stored.parent.get(c) != self.get(c) for c in SOURCE)
+        if moved and stored.parent["status"] == "Pending":
+            self.status = "Draft"
+            self.stuck_at_planning_reason = _("The source changed: run Build Plan again.")
+        if not self.servers:
+            for row in commands.rows_from_registry(update, service.store.list_servers()):
+                self.append("servers", codec.row_values(row, codec.ROW_COLUMNS))
+        for idx, row in enumerate(self.servers, start=1):
+            row.idx = idx
+
+    def fill_defaults(self) -> None:
+        """Timeouts and lanes from Agent Update Settings where left empty."""
+        settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+        defaults = {
+            "agent_startup_timeout_minutes": flt(settings.default_agent_startup_timeout) or 10,
+            "command_timeout_minutes": flt(settings.default_command_timeout) or 30,
+            "lanes": settings.default_lanes or 1,
+        }
+        for fieldname, value in defaults.items():
+            if not self.get(fieldname):
+                self.set(fieldname, value)
+        if self.is_new() and self.get("bake_time") is None:
+            self.bake_time = flt(settings.default_bake_time)
+
+    def set_progress(self) -> None:
+        ended = {s.value for s in ENDED_ROW_STATUSES}
+        rows = self.servers or []
+        done = sum(1 for r in rows if r.status in ended)
+        self.progress = 100.0 * done / len(rows) if rows else 0
+
+
+def _read_locked(name: str) -> Stored:
+    """Latest committed values, locked until this save commits (runner writes wait)."""
+    parent = frappe.db.sql(
+        "SELECT * FROM `tabAgent Update` WHERE name=%s FOR UPDATE", name, as_dict=True
+    )
+    rows = frappe.db.sql(
+        "SELECT * FROM `tabAgent Update Server` WHERE parent=%s AND parenttype='Agent Update' "
+        "AND parentfield='servers' FOR UPDATE",
+        name,
+        as_dict=True,
+    )
+    types = frappe.db.sql_list(
+        "SELECT server_type FROM `tabAgent Update Server Type` WHERE parent=%s ORDER BY idx", name
+    )
+    return Stored(parent=parent[0] if parent else {}, rows={r.name: r for r in rows}, types=types)
+
+
+def _keep_engine_state(doc: AgentUpdate, stored: Stored) -> None:
+    for name in codec.ENGINE_UPDATE_FIELDS:
+        column = codec.UPDATE_COLUMNS[name].column
+        doc.set(column, stored.parent.get(column))
+    fresh = codec.row_values(Row(idx=0, server=""), codec.ENGINE_ROW_FIELDS)
+    for row in doc.servers:
+        source = stored.rows.get(row.name) if row.name else None
+        for name in codec.ENGINE_ROW_FIELDS:
+            column = codec.ROW_COLUMNS[name].column
+            row.set(column, source.get(column) if source else fresh[column])
+
+
+def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:
+    """Once started, nothing an operator types may reach the engine's inputs."""
+    before = codec.update_from(stored.parent, stored.types)
+    after = codec.update_from_doc(doc)
+    changed = [n for n in codec.CONFIG_FIELDS if getattr(before, n) != getattr(after, n)]
+    if before.server_types != after.server_types:
+        changed.append("server_types")
+    servers_before = sorted((n, r.server) for n, r in stored.rows.items())
+    servers_after = sorted((r.name, r.server) for r in doc.servers)
+    if servers_before != servers_after:
+        changed.append("servers")
+    if changed:
+        labels = ", ".join(_(codec.label(n)) for n in changed)
+        frappe.throw(
+            _("{0} is {1}: its source, config and servers can no longer change ({2}).").format(
+                doc.name, _(stored.parent["status"]), labels
+            ),
+            title=_("Read Only"),
+        )

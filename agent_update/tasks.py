@@ -1,0 +1,82 @@
+"""RQ job entry points (the buttons' work, one job per row) and the watchdog tick.
+
+The API enqueues these; each builds the engine's Service for the site and
+calls it. A row job walks its server to an end state and then kicks the
+update, which enqueues the next row at once: no waiting for a tick. The
+scheduler's ``tick`` (every minute) only resumes what a dead worker left:
+rows whose lease expired, a Build Plan whose planner died.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import frappe
+
+from agent_update.frappe_service import get_service, notify_update
+from agent_update.rollout.errors import AgentUpdateError
+
+
+@contextlib.contextmanager
+def _reported(name: str, action: str) -> Iterator[None]:
+    """An engine refusal ends the job quietly, logged and shown to whoever clicked."""
+    try:
+        yield
+    except AgentUpdateError as exc:
+        frappe.db.rollback()
+        message = f"{action} of {name}: {exc}"
+        frappe.log_error(title=f"Agent Update: {action} failed", message=message)
+        frappe.publish_realtime("msgprint", message, user=frappe.session.user)
+        frappe.db.commit()
+    finally:
+        notify_update(name)
+
+
+def run_row(name: str, idx: int, owner: str) -> None:
+    """Walk one claimed row to its end (the runner's launcher enqueues this)."""
+    get_service().runner.run_row(name, idx, owner)
+
+
+def kick(name: str) -> None:
+    """Take the update-level decision now and launch what it starts."""
+    get_service().runner.kick(name)
+
+
+def build_plan(name: str) -> None:
+    with _reported(name, "Build Plan"):
+        get_service().build_plan(name)
+
+
+def start(name: str) -> None:
+    with _reported(name, "Start"):
+        get_service().start(name)
+
+
+def pause(name: str) -> None:
+    with _reported(name, "Pause"):
+        get_service().pause(name)
+
+
+def resume(name: str) -> None:
+    with _reported(name, "Resume"):
+        get_service().resume(name)
+
+
+def force_continue(name: str) -> None:
+    with _reported(name, "Force Continue"):
+        get_service().force_continue(name)
+
+
+def split(name: str, batches: int) -> list[str]:
+    names: list[str] = []
+    with _reported(name, "Split Update"):
+        names = get_service().split(name, int(batches))
+        for other in names[1:]:
+            notify_update(other)
+    return names
+
+
+def tick() -> list[str]:
+    """Scheduler (every minute): resume rollouts a dead worker left; nothing else."""
+    return get_service().tick()
