@@ -193,9 +193,6 @@ def _diff(new: object, old: object) -> list[str]:
     return [f.name for f in fields(new) if getattr(new, f.name) != getattr(old, f.name)]
 
 
-ROW_FIELDS = tuple(f.name for f in fields(Row))
-UPDATE_FIELDS = tuple(f.name for f in fields(Update))
-
 LOG_LIMIT = 8000  # characters of log kept per row: the tail matters most
 
 
