@@ -192,8 +192,10 @@ def update_from_doc(doc: Any) -> Update:
     return update_from(doc, [cstr(d.server_type).strip() for d in doc.get("server_types") or []])
 
 
-def row_from(source: Any) -> Row:
-    return Row(**{n: c.from_doc(_get(source, c.column)) for n, c in ROW_COLUMNS.items()})
+def row_from(source: Any, names: Iterable[str] | None = None) -> Row:
+    """A Row from a doc or a DB row; only ``names`` are read when given."""
+    chosen = ROW_COLUMNS if names is None else {n: ROW_COLUMNS[n] for n in names}
+    return Row(**{n: c.from_doc(_get(source, c.column)) for n, c in chosen.items()})
 
 
 def server_from(source: Any, password: str = "") -> Server:

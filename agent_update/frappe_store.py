@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import frappe
@@ -176,12 +176,20 @@ class FrappeStore:
             )
 
     # --------------------------------------------------------------- rows
-    def get_rows(self, name: str) -> list[Row]:
+    def get_rows(self, name: str, fields: Sequence[str] | None = None) -> list[Row]:
+        """All rows, or only ``fields`` of each (a decision need not load every log)."""
+        names = list(fields) if fields else list(codec.ROW_COLUMNS)
+        unknown = set(names) - set(codec.ROW_COLUMNS)
+        if unknown:
+            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        columns = ", ".join(f"`{codec.ROW_COLUMNS[n].column}`" for n in names)
         with self._context():
             found = frappe.db.sql(
-                f"SELECT * FROM {ROW_TABLE} WHERE {ROW_WHERE} ORDER BY idx", name, as_dict=True
+                f"SELECT {columns} FROM {ROW_TABLE} WHERE {ROW_WHERE} ORDER BY idx",
+                name,
+                as_dict=True,
             )
-            return [codec.row_from(r) for r in found]
+            return [codec.row_from(r, names) for r in found]
 
     def get_row(self, name: str, idx: int) -> Row:
         with self._context():

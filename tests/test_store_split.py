@@ -103,3 +103,14 @@ def test_planning_lease_outlasts_every_probe_wave():
     s = EngineSettings(lease_ttl=60, plan_concurrency=64, connect_timeout=10, probe_timeout=5)
     assert planning_ttl(s, 10) == 60
     assert planning_ttl(s, 1000) == 16 * 20  # 16 waves of at worst 20 s each
+
+
+def test_rows_can_be_read_with_only_the_decision_fields(store):
+    from agent_update.rollout.machine import DECISION_FIELDS
+
+    full = [r.copy(log="x" * 1000, reason="why", lease_owner="o") for r in rows(3)]
+    update = store.insert_update(Update(), full)
+    brief = store.get_rows(update.name, DECISION_FIELDS)
+    assert [r.reason for r in brief] == ["why"] * 3 and all(r.lease_owner == "o" for r in brief)
+    assert all(r.log == "" for r in brief)  # not loaded
+    assert store.get_rows(update.name) == full

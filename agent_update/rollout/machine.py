@@ -45,6 +45,19 @@ class Decision:
         return not (self.start or self.resume or self.changes)
 
 
+# The row fields ``decide`` reads: a store need not load logs to take a decision.
+DECISION_FIELDS = (
+    "idx",
+    "server",
+    "status",
+    "step",
+    "started_at",
+    "reason",
+    "lease_owner",
+    "lease_expires",
+)
+
+
 def is_active(row: Row) -> bool:
     """A row a runner owns or must own: in flight, or claimed to start."""
     return row.status in IN_FLIGHT_ROW_STATUSES or (

@@ -114,7 +114,7 @@ class Runner:
         claimed: list[int] = []
         with self.store.locked(name):
             update = self.store.get_update(name)
-            rows = self.store.get_rows(name)
+            rows = self.store.get_rows(name, machine.DECISION_FIELDS)
             now = self.clock()
             decision = machine.decide(update, rows, now)
             if decision.changes:

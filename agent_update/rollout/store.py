@@ -12,7 +12,7 @@ import json
 import sqlite3
 import threading
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import fields
 from enum import Enum
 from pathlib import Path
@@ -30,7 +30,10 @@ class Store(Protocol):
     """What the runner needs from storage (SQLite here, frappe.db in the app)."""
 
     def get_update(self, name: str) -> Update: ...
-    def get_rows(self, name: str) -> list[Row]: ...
+    def get_rows(self, name: str, fields: Sequence[str] | None = None) -> list[Row]:
+        """Every row, or only ``fields`` of each (the others keep their defaults)."""
+        ...
+
     def get_row(self, name: str, idx: int) -> Row: ...
     def insert_update(self, update: Update, rows: list[Row]) -> Update: ...
     def save_update(self, update: Update, changed: Iterable[str]) -> None: ...
@@ -103,6 +106,16 @@ class _Codec:
 
     def to_row(self, obj: Any, names: Iterable[str]) -> list[Any]:
         return [_encode(getattr(obj, n)) for n in names]
+
+    def from_some(self, names: Sequence[str], row: sqlite3.Row) -> Any:
+        """An object from the columns ``names`` only (the rest keep their defaults)."""
+        decoders = dict(zip(self.names, self.decoders, strict=True))
+        return self.cls(
+            **{
+                n: v if v is None or decoders[n] is None else decoders[n](v)
+                for n, v in zip(names, row, strict=True)
+            }
+        )
 
     def from_row(self, row: sqlite3.Row) -> Any:
         return self.cls(
@@ -240,7 +253,14 @@ class SqliteStore:
         return [r["name"] for r in found]
 
     # rows
-    def get_rows(self, name: str) -> list[Row]:
+    def get_rows(self, name: str, fields: Sequence[str] | None = None) -> list[Row]:
+        if fields:
+            names = ROW_CODEC.check(fields)
+            found = self._read(
+                f'SELECT {", ".join(map(_q, names))} FROM rows WHERE update_name=? ORDER BY "idx"',
+                [name],
+            )
+            return [ROW_CODEC.from_some(names, r) for r in found]
         found = self._read(
             f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? ORDER BY "idx"', [name]
         )
