@@ -12,6 +12,7 @@ starts, in this process instead (no worker needed; used by the tests).
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import frappe
@@ -57,67 +58,65 @@ def _load(name: str) -> tuple[Update, list[Row]]:
         return store.get_update(name), store.get_rows(name)
 
 
+def _act(
+    name: str, action: str, now: bool, applies: Callable[[Update, list[Row]], object], **kwargs: Any
+) -> dict[str, Any]:
+    """Permission, then the engine's refusal at once (not later in a job), then the job."""
+    _check(name)
+    update, rows = _load(name)
+    with frappe_errors():
+        applies(update, rows)
+    return _enqueue(action, name, now, **kwargs)
+
+
+def _plannable(update: Update, rows: list[Row]) -> None:
+    rules.validate_update(update, need_commit=True)
+    commands.begin_planning(update, "check", time.time(), 60.0)
+
+
+def _startable(update: Update, rows: list[Row]) -> None:
+    rules.validate_update(update, need_commit=True)
+    commands.start(update, rows, time.time())
+
+
 @frappe.whitelist()
 def build_plan(name: str, now: bool = False) -> dict[str, Any]:
     """Draft/Pending -> Planning -> Pending (or Draft with why it is stuck)."""
-    _check(name)
-    update, _rows = _load(name)
-    with frappe_errors():
-        rules.validate_update(update, need_commit=True)
-        commands.begin_planning(update, "check", time.time(), 60.0)
-    return _enqueue("build_plan", name, now)
+    return _act(name, "build_plan", now, _plannable)
 
 
 @frappe.whitelist()
 def start(name: str, now: bool = False) -> dict[str, Any]:
     """Pending -> Running: the first servers start at once."""
-    _check(name)
-    update, rows = _load(name)
-    with frappe_errors():
-        rules.validate_update(update, need_commit=True)
-        commands.start(update, rows, time.time())
-    return _enqueue("start", name, now)
+    return _act(name, "start", now, _startable)
 
 
 @frappe.whitelist()
 def pause(name: str, now: bool = False) -> dict[str, Any]:
     """Running -> Paused: servers in flight finish, no new one starts."""
-    _check(name)
-    update, _rows = _load(name)
-    with frappe_errors():
-        commands.pause(update)
-    return _enqueue("pause", name, now)
+    return _act(name, "pause", now, lambda update, _rows: commands.pause(update))
 
 
 @frappe.whitelist()
 def resume(name: str, now: bool = False) -> dict[str, Any]:
     """Paused (by hand or by test mode) -> Running."""
-    _check(name)
-    update, _rows = _load(name)
-    with frappe_errors():
-        commands.resume(update)
-    return _enqueue("resume", name, now)
+    return _act(name, "resume", now, lambda update, _rows: commands.resume(update))
 
 
 @frappe.whitelist()
 def force_continue(name: str, now: bool = False) -> dict[str, Any]:
     """Failure / Partial Success: failed servers back to Pending, then Running."""
-    _check(name)
-    update, rows = _load(name)
-    with frappe_errors():
-        commands.force_continue(update, rows)
-    return _enqueue("force_continue", name, now)
+    return _act(name, "force_continue", now, commands.force_continue)
 
 
 @frappe.whitelist()
 def split(name: str, batches: int, now: bool = False) -> dict[str, Any]:
     """Pending: K balanced batches; the original keeps the first."""
-    _check(name)
     frappe.has_permission(codec.UPDATE_DOCTYPE, "create", throw=True)
-    update, rows = _load(name)
-    with frappe_errors():
-        split_rows(update, rows, cint(batches))
-    return _enqueue("split", name, now, batches=cint(batches))
+    count = cint(batches)
+    return _act(
+        name, "split", now, lambda update, rows: split_rows(update, rows, count), batches=count
+    )
 
 
 @frappe.whitelist()

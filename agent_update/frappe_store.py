@@ -41,6 +41,12 @@ def _q(column: str) -> str:
     return f"`{column}`"
 
 
+def _known(names: Iterable[str], known: Iterable[str]) -> None:
+    unknown = set(names) - set(known)
+    if unknown:
+        raise ValueError(f"unknown fields: {sorted(unknown)}")
+
+
 def _has_context() -> bool:
     return getattr(frappe.local, "db", None) is not None
 
@@ -133,9 +139,7 @@ class FrappeStore:
 
     def save_update(self, update: Update, changed: Iterable[str]) -> None:
         names = list(dict.fromkeys(changed))
-        unknown = set(names) - set(codec.UPDATE_COLUMNS) - {"server_types"}
-        if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        _known(names, {*codec.UPDATE_COLUMNS, "server_types"})
         with self._context():
             if "server_types" in names:
                 names.remove("server_types")
@@ -179,9 +183,7 @@ class FrappeStore:
     def get_rows(self, name: str, fields: Sequence[str] | None = None) -> list[Row]:
         """All rows, or only ``fields`` of each (a decision need not load every log)."""
         names = list(fields) if fields else list(codec.ROW_COLUMNS)
-        unknown = set(names) - set(codec.ROW_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        _known(names, codec.ROW_COLUMNS)
         columns = ", ".join(f"`{codec.ROW_COLUMNS[n].column}`" for n in names)
         with self._context():
             found = frappe.db.sql(
@@ -204,9 +206,7 @@ class FrappeStore:
         self, name: str, row: Row, changed: Iterable[str], owner: str | None = None
     ) -> None:
         names = list(dict.fromkeys(changed))
-        unknown = set(names) - set(codec.ROW_COLUMNS)
-        if unknown:
-            raise ValueError(f"unknown fields: {sorted(unknown)}")
+        _known(names, codec.ROW_COLUMNS)
         if not names:
             return
         values = codec.row_values(row, names)

@@ -44,6 +44,22 @@ def rows_from_registry(update: Update, servers: Iterable[Server]) -> list[Row]:
 # -------------------------------------------------------------------- planning
 
 
+def fresh(row: Row) -> Row:
+    """The row with no attempt under way: timers, step, reason, log and lease reset."""
+    return row.copy(
+        step=Step.NONE,
+        started_at=None,
+        ended_at=None,
+        deadline=None,
+        healthy_since=None,
+        reason="",
+        log="",
+        pids_before="",
+        lease_owner="",
+        lease_expires=None,
+    )
+
+
 @dataclass(frozen=True)
 class PlanOutcome:
     """What Build Plan learnt of one server."""
@@ -74,9 +90,7 @@ def apply_plan(
     planned: list[Row] = []
     for row in rows:
         out = outcomes.get(row.idx, PlanOutcome(error="not probed"))
-        base = row.copy(
-            step=Step.NONE, reason="", started_at=None, ended_at=None, deadline=None, log=""
-        )
+        base = fresh(row)
         if out.opted_out:
             planned.append(base.copy(status=RowStatus.SKIPPED, reason="opted out of agent updates"))
         elif out.error or not out.commit:
@@ -142,21 +156,7 @@ def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
             f"Force Continue needs a Failure or Partial Success update, not {update.status.value}"
         )
     changed = [
-        r.copy(
-            status=RowStatus.PENDING,
-            step=Step.NONE,
-            started_at=None,
-            ended_at=None,
-            deadline=None,
-            healthy_since=None,
-            reason="",
-            log="",
-            pids_before="",
-            lease_owner="",
-            lease_expires=None,
-        )
-        for r in rows
-        if r.status in FAILED_ROW_STATUSES
+        fresh(r).copy(status=RowStatus.PENDING) for r in rows if r.status in FAILED_ROW_STATUSES
     ]
     done = update.copy(status=UpdateStatus.RUNNING, ended_at=None, halted=False, halt_reason="")
     return done, changed
