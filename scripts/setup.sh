@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian/Ubuntu machine:
-# the system tools the loopback fleet runs (OpenSSH server, git, Redis),
+# the system tools the loopback fleet runs (OpenSSH server, git, Redis, sudo),
 # then a virtualenv with the package and its test extras.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -11,6 +11,8 @@ need=()
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 command -v git >/dev/null || need+=(git)
 command -v redis-server >/dev/null || need+=(redis-server)
+# the agent (real or loopback) reaches its root-owned supervisord through sudo
+command -v sudo >/dev/null || need+=(sudo)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
