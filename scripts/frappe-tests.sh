@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# Runs the app's Frappe tests in a bench, when one is named:
-#   AGENT_UPDATE_BENCH=/path/to/frappe-bench  (the bench directory; unset: the tests are skipped)
-#   AGENT_UPDATE_SITE=test.localhost          (the site, default test.localhost)
-# The app must be installed on that site (docs/frappe.md). The tests start a
-# loopback fleet: the bench's env needs the `supervisor` package and the
-# machine OpenSSH's sshd. Uses `bench` when it is on PATH, else the bench's
-# own Python (what `bench` runs anyway), so no bench CLI is required.
+# Runs the app's Frappe tests in a bench:
+#   AGENT_UPDATE_BENCH=/path/to/frappe-bench  a bench of yours, with the app installed
+#                                             on the site (docs/frappe.md)
+#   AGENT_UPDATE_SITE=test.localhost          its site (default test.localhost)
+# Without AGENT_UPDATE_BENCH, scripts/frappe-bench.sh builds (or reuses) a cached
+# bench from a framework source (FRAPPE_SRC, default ../shared/peers/frappe-v15.tar.gz),
+# makes a fresh site with this checkout installed, and comes back here; with no
+# source either, one SKIPPED line and exit 0. The tests start a loopback fleet:
+# the bench's env needs the `supervisor` package and the machine OpenSSH's sshd.
+# Uses `bench` when it is on PATH, else the bench's own Python (what `bench` runs
+# anyway). With CI set, a skipped test fails the run too.
 set -euo pipefail
 bench_dir=${AGENT_UPDATE_BENCH:-}
 site=${AGENT_UPDATE_SITE:-test.localhost}
@@ -18,7 +22,7 @@ frappe_cmd() {
   (cd "$bench_dir/sites" && "$bench_dir/env/bin/python" -m frappe.utils.bench_helper frappe --site "$site" "$@")
 }
 
-[ -n "$bench_dir" ] || skip "no bench named: set AGENT_UPDATE_BENCH to a bench directory to run them"
+[ -n "$bench_dir" ] || exec bash "$(dirname "$0")/frappe-bench.sh"
 bench_dir=$(cd "$bench_dir" 2>/dev/null && pwd) || skip "AGENT_UPDATE_BENCH=${AGENT_UPDATE_BENCH} does not exist"
 [ -x "$bench_dir/env/bin/python" ] || skip "$bench_dir has no env/bin/python"
 [ -d "$bench_dir/sites/$site" ] || skip "$bench_dir has no site $site"
@@ -30,6 +34,7 @@ fi
 
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
+started=$(date +%s)
 set +e
 # `run-tests` exits 0 on failures unless CI is set.
 if command -v bench >/dev/null 2>&1; then
@@ -39,11 +44,33 @@ else
 fi
 rc=${PIPESTATUS[0]}
 set -e
+echo "timing: frappe-tests $(($(date +%s) - started))s"
+# unittest's summary: "Ran N tests in Xs", then "OK (skipped=K)" or "FAILED (failures=F, errors=E, …)"
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in.*/\1/p' "$log" | tail -1)
-bad=$(sed -n 's/^FAILED (\(.*\))$/\1/p' "$log" | tail -1 | tr ',' '\n' | awk -F= '{s += $2} END {print s + 0}')
-if [ -z "$ran" ] || { [ "$rc" -ne 0 ] && [ "$bad" -eq 0 ]; }; then
+summary=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$log" | tail -1 || true)
+count() {
+  local n
+  n=$(sed -n "s/.*[(, ]$1=\([0-9]*\).*/\1/p" <<<"$summary" | head -1)
+  echo "${n:-0}"
+}
+bad=$(($(count failures) + $(count errors) + $(count unexpected_successes)))
+skipped=$(($(count skipped) + $(count expected_failures)))
+if [ -z "$ran" ] || [ -z "$summary" ]; then
   echo "frappe tests: the run failed (exit $rc) before reporting its results"
-else
-  echo "frappe tests: $((ran - bad)) passed, $bad failed"
+  [ "$rc" -ne 0 ] || rc=1
+  exit "$rc"
 fi
+echo "frappe tests: $((ran - bad - skipped)) passed, $bad failed"
+if [ "$skipped" -gt 0 ]; then
+  echo "frappe tests: $skipped skipped"
+  if [ -n "${CI:-}" ]; then
+    echo "frappe tests: CI runs every test: a skipped one fails the run (see its reason above)"
+    [ "$rc" -ne 0 ] || rc=1
+  fi
+fi
+if [ "$ran" -eq 0 ]; then
+  echo "frappe tests: no test ran"
+  [ "$rc" -ne 0 ] || rc=1
+fi
+[ "$bad" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1
 exit "$rc"

@@ -1,0 +1,214 @@
+#!/usr/bin/env bash
+# Builds a Frappe bench from a framework source (once: it is cached outside the
+# checkout), gives it a fresh site with THIS checkout installed, then runs the
+# app's Frappe tests there (scripts/frappe-tests.sh). What Frappe apps' own CI
+# does (bench init, new-site, run-tests), without the network for the framework.
+#
+#   FRAPPE_SRC            framework source: a .tar.gz, a directory or a git URL
+#                         (default ../shared/peers/frappe-v15.tar.gz; none: SKIPPED)
+#   FRAPPE_BRANCH         branch of a git source (default version-15)
+#   FRAPPE_BENCH_VERSION  the bench tool from PyPI (default 5.31.1)
+#   AGENT_UPDATE_CACHE    where benches are kept (default ~/.cache/agent_update)
+#   AGENT_UPDATE_SITE     the site (default test.localhost)
+#   AGENT_UPDATE_DB_ROOT_PASSWORD  MariaDB root password (default empty: root by socket)
+#
+# docs/ci.md says what is cached, how the key is made and what each stage costs.
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+cache=${AGENT_UPDATE_CACHE:-$HOME/.cache/agent_update}
+branch=${FRAPPE_BRANCH:-version-15}
+bench_version=${FRAPPE_BENCH_VERSION:-5.31.1}
+site=${AGENT_UPDATE_SITE:-test.localhost}
+db_root_password=${AGENT_UPDATE_DB_ROOT_PASSWORD:-}
+python=${PYTHON:-python3}
+recipe=1 # bump when the build below changes: every cached bench is then rebuilt
+
+skip() {
+  echo "frappe tests: SKIPPED ($1)"
+  exit 0
+}
+die() {
+  echo "frappe bench: $1" >&2
+  exit 1
+}
+now() { date +%s; }
+# `logged LOG CMD...`: runs CMD into LOG; on failure shows LOG's tail and fails.
+logged() {
+  local log=$1
+  shift
+  if ! "$@" >>"$log" 2>&1; then
+    echo "frappe bench: failed: $*" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+
+# ---- the source ------------------------------------------------------------
+if [ -n "${FRAPPE_SRC+set}" ]; then
+  src=$FRAPPE_SRC
+  [ -n "$src" ] || skip "FRAPPE_SRC is empty"
+else
+  src=$root/../shared/peers/frappe-v15.tar.gz
+  [ -e "$src" ] || skip "no framework source: set FRAPPE_SRC to a tarball, a directory or a git URL, or AGENT_UPDATE_BENCH to a bench"
+fi
+case $src in
+  *://* | git@*:*) kind=url ;;
+  *)
+    [ -e "$src" ] || die "FRAPPE_SRC=$src does not exist"
+    src=$(cd "$(dirname "$src")" && pwd)/$(basename "$src")
+    if [ -d "$src" ]; then kind=dir; else kind=tar; fi
+    ;;
+esac
+[[ $branch =~ ^[A-Za-z0-9._/-]+$ ]] || die "FRAPPE_BRANCH=$branch is not a branch name"
+[[ $bench_version =~ ^[0-9][0-9a-z.]*$ ]] || die "FRAPPE_BENCH_VERSION=$bench_version is not a version"
+[[ $site =~ ^[a-z0-9][a-z0-9.-]*$ ]] || die "AGENT_UPDATE_SITE=$site is not a site name"
+command -v "$python" >/dev/null || die "no $python"
+
+source_id() {
+  case $kind in
+    tar) sha256sum "$src" | cut -d' ' -f1 ;;
+    url) git ls-remote "$src" "refs/heads/$branch" | cut -f1 | grep . || die "FRAPPE_SRC=$src has no branch $branch" ;;
+    dir)
+      if git -C "$src" rev-parse --show-toplevel 2>/dev/null | grep -qx "$src"; then
+        { git -C "$src" rev-parse HEAD && git -C "$src" status --porcelain; } | sha256sum | cut -d' ' -f1
+      else
+        tar -C "$src" --sort=name --mtime=@0 --owner=0 --group=0 -cf - . | sha256sum | cut -d' ' -f1
+      fi
+      ;;
+  esac
+}
+# What the app needs in the bench env: its dependencies and its tests' `supervisor`.
+app_requirements() {
+  "$python" - "$root/pyproject.toml" <<'EOF'
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+test = [r for r in project.get("optional-dependencies", {}).get("test", []) if re.match(r"supervisor\b", r)]
+print("\n".join(project.get("dependencies", []) + test))
+EOF
+}
+requirements=$(app_requirements) || die "cannot read the dependencies in pyproject.toml"
+sid=$(source_id)
+key=$(printf '%s\n' "recipe $recipe" "source $sid" "branch $branch" "bench $bench_version" \
+  "python $("$python" -c 'import sys; print(sys.version.split()[0])')" "$requirements" |
+  sha256sum | cut -c1-12)
+
+mkdir -p "$cache"
+bench_dir=$cache/bench-$key
+tool=$cache/bench-cli-$bench_version
+done_marker=$bench_dir/.agent-update-built
+export PATH="$tool/bin:$PATH"
+
+# One run at a time per cache: the build, the site and the tests share the bench.
+exec 9>"$cache/lock"
+if ! flock -n 9; then
+  echo "frappe bench: another run holds $cache/lock; waiting (at most 60 min)"
+  flock -w 3600 9 || die "$cache/lock still held after 60 min"
+fi
+
+# ---- the machine: yarn, MariaDB charset, the bench tool --------------------
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+mysql_root() {
+  local client
+  client=$(command -v mariadb || command -v mysql) || die "no MariaDB client (mariadb or mysql)"
+  if [ -n "$db_root_password" ]; then
+    MYSQL_PWD=$db_root_password "$client" -uroot -h127.0.0.1 "$@"
+  else
+    as_root "$client" -uroot "$@"
+  fi
+}
+prepare_machine() {
+  command -v node >/dev/null || die "no node (Frappe v15 needs node 18 or newer)"
+  command -v yarn >/dev/null || logged "$1" as_root npm install -g yarn
+  if [ ! -x "$tool/bin/bench" ]; then
+    rm -rf "$tool"
+    logged "$1" "$python" -m venv "$tool"
+    logged "$1" "$tool/bin/pip" install "frappe-bench==$bench_version"
+  fi
+}
+mysql_root -e "SET GLOBAL character_set_server='utf8mb4'; SET GLOBAL collation_server='utf8mb4_unicode_ci'" ||
+  die "cannot reach MariaDB as root (set AGENT_UPDATE_DB_ROOT_PASSWORD if it has a password)"
+
+# ---- the bench (cached) -----------------------------------------------------
+# A git repository of the source, on $branch, for `bench init --frappe-path`.
+source_repo() {
+  local work=$1 top
+  if [ "$kind" = url ] || { [ "$kind" = dir ] && [ -e "$src/.git" ]; }; then
+    echo "$src"
+    return
+  fi
+  mkdir -p "$work"
+  if [ "$kind" = tar ]; then
+    tar -xzf "$src" -C "$work"
+  else
+    cp -a "$src/." "$work/frappe"
+  fi
+  top=$(dirname "$(find "$work" -maxdepth 2 -name pyproject.toml -print -quit)")
+  [ -f "$top/frappe/__init__.py" ] || die "FRAPPE_SRC=$src holds no frappe/ package"
+  # no remote named origin: bench would name the app after it
+  git -C "$top" init -q -b "$branch"
+  git -C "$top" add -A
+  git -C "$top" -c user.name=agent_update -c user.email=ci@localhost commit -qm "$branch" --no-verify
+  echo "$top"
+}
+build_bench() {
+  local log=$cache/build-$key.log work=$cache/src-$key runner=$cache/runner path
+  : >"$log"
+  echo "frappe bench: building $bench_dir (log: $log)"
+  prepare_machine "$log"
+  rm -rf "$bench_dir" "$work"
+  # As root, bench runs only where sites/common_site_config.json names a frappe_user.
+  mkdir -p "$runner/sites"
+  echo '{"frappe_user": "root"}' >"$runner/sites/common_site_config.json"
+  path=$(source_repo "$work")
+  (cd "$runner" && logged "$log" bench init "$bench_dir" --frappe-path "$path" --frappe-branch "$branch" \
+    --python "$(command -v "$python")" --skip-assets --skip-redis-config-generation --no-backups)
+  rm -rf "$work"
+  # setuptools 76+ has no pkg_resources, which new-site imports
+  local -a reqs
+  mapfile -t reqs <<<"$requirements"
+  logged "$log" "$bench_dir/env/bin/python" -m pip install 'setuptools<76' "${reqs[@]}"
+  # The machine's Redis; as root, bench runs only with a frappe_user named.
+  "$python" - "$bench_dir/sites/common_site_config.json" "$(id -u)" <<'EOF'
+import json, sys
+path, uid = sys.argv[1], int(sys.argv[2])
+config = json.load(open(path))
+config.update({k: "redis://127.0.0.1:6379" for k in ("redis_cache", "redis_queue", "redis_socketio")})
+if uid == 0:
+    config["frappe_user"] = "root"
+json.dump(config, open(path, "w"), indent=1)
+EOF
+  touch "$done_marker"
+}
+t=$(now)
+if [ -f "$done_marker" ]; then
+  built=cached
+else
+  built=cold
+  build_bench
+fi
+echo "timing: bench-build $(($(now) - t))s ($built)"
+
+# ---- this checkout on a fresh site -----------------------------------------
+t=$(now)
+log=$cache/site-$key.log
+: >"$log"
+ln -sfn "$root" "$bench_dir/apps/agent_update"
+mapfile -t reqs <<<"$requirements"
+logged "$log" "$bench_dir/env/bin/python" -m pip install -e "$root" "${reqs[@]}"
+apps=$bench_dir/sites/apps.txt
+grep -qx agent_update "$apps" || {
+  [ -z "$(tail -c1 "$apps")" ] || echo >>"$apps"
+  echo agent_update >>"$apps"
+}
+cd "$bench_dir"
+# Fresh each run, so the site's doctypes are exactly this checkout's.
+printf '%s\n' "$db_root_password" |
+  logged "$log" bench new-site "$site" --force --db-root-password "$db_root_password" \
+    --admin-password admin --no-mariadb-socket
+# apps.txt changed since the cache last saw it: clear it before install-app (docs/frappe.md)
+logged "$log" bench --site "$site" clear-cache
+logged "$log" bench --site "$site" install-app agent_update
+logged "$log" bench --site "$site" set-config allow_tests true
+echo "timing: site $(($(now) - t))s"
+
+AGENT_UPDATE_BENCH=$bench_dir AGENT_UPDATE_SITE=$site exec bash "$root/scripts/frappe-tests.sh"
