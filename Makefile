@@ -5,7 +5,10 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test lint format bench clean
+.PHONY: setup demo test test-stages lint format bench clean
+
+# $(call timed,STAGE,COMMAND): runs COMMAND, prints `timing: STAGE Ns`, keeps its exit status.
+timed = t=$$(date +%s); $(2); rc=$$?; echo "timing: $(1) $$(($$(date +%s) - t))s"; exit $$rc
 
 setup: $(STAMP)
 
@@ -16,11 +19,18 @@ $(STAMP): pyproject.toml scripts/setup.sh
 demo: setup
 	$(BIN)/python -m agent_update.testing.demo
 
-test: setup
-	$(BIN)/ruff check .
-	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
-	bash scripts/frappe-tests.sh
+# Stops at the first failing stage; the Frappe stage builds or reuses a bench (docs/ci.md).
+test:
+	@t=$$(date +%s); $(MAKE) --no-print-directory test-stages; rc=$$?; \
+	echo "timing: total $$(($$(date +%s) - t))s"; exit $$rc
+
+test-stages:
+	@$(call timed,setup,$(MAKE) --no-print-directory setup)
+	@$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check .)
+	@# pytest exits 5 when it collected no test: say so, and fail
+	@$(call timed,pytest,$(BIN)/python -m pytest -q || { rc=$$?; \
+	  [ $$rc -ne 5 ] || echo "pytest: no test was collected (exit 5)"; (exit $$rc); })
+	@$(call timed,frappe,bash scripts/frappe-tests.sh)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

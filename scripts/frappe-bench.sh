@@ -209,6 +209,10 @@ printf '%s\n' "$db_root_password" |
 logged "$log" bench --site "$site" clear-cache
 logged "$log" bench --site "$site" install-app agent_update
 logged "$log" bench --site "$site" set-config allow_tests true
+# Jobs an earlier run left queued (this bench's queues only) would reach the new site's workers.
+(cd sites && logged "$log" ../env/bin/python -c "import frappe; frappe.init(site='$site')
+from frappe.utils.background_jobs import get_queue, get_queue_list
+for q in get_queue_list(): get_queue(q).empty()")
 echo "timing: site $(($(now) - t))s"
 
 AGENT_UPDATE_BENCH=$bench_dir AGENT_UPDATE_SITE=$site exec bash "$root/scripts/frappe-tests.sh"

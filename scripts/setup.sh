@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what the project needs on a fresh Debian/Ubuntu machine:
-# the system tools the loopback fleet runs (OpenSSH server, git, Redis, sudo),
+# the system tools the loopback fleet runs (OpenSSH server, git, Redis, sudo)
+# and the Frappe bench needs (node),
 # then a virtualenv with the package and its test extras.
 set -euo pipefail
 PYTHON=${PYTHON:-python3}
@@ -13,6 +14,9 @@ command -v git >/dev/null || need+=(git)
 command -v redis-server >/dev/null || need+=(redis-server)
 # the agent (real or loopback) reaches its root-owned supervisord through sudo
 command -v sudo >/dev/null || need+=(sudo)
+# the Frappe bench of `make test` (scripts/frappe-bench.sh): node 18+, flock
+command -v node >/dev/null || need+=(nodejs npm)
+command -v flock >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -gt 0 ]; then
   echo "setup: installing ${need[*]}"
   sudo=""
