@@ -161,7 +161,7 @@ build_bench() {
   echo '{"frappe_user": "root"}' >"$runner/sites/common_site_config.json"
   path=$(source_repo "$work")
   (cd "$runner" && logged "$log" bench init "$bench_dir" --frappe-path "$path" --frappe-branch "$branch" \
-    --python "$(command -v "$python")" --skip-assets --skip-redis-config-generation --no-backups)
+    --python "$("$python" -c 'import sys; print(sys.executable)')" --skip-assets --skip-redis-config-generation --no-backups)
   rm -rf "$work"
   # setuptools 76+ has no pkg_resources, which new-site imports
   local -a reqs

@@ -1,0 +1,59 @@
+"""The Frappe stage of ``make test`` without a bench: what it says and how it exits.
+
+Building a bench is CI's own job (minutes); these runs stop before any build,
+so they take well under a second each and leave nothing behind.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = ROOT / "scripts" / "frappe-tests.sh"
+
+
+def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAPPE_", "AGENT_UPDATE_"))}
+    base["AGENT_UPDATE_CACHE"] = str(tmp_path / "cache")
+    return subprocess.run(
+        ["bash", str(SCRIPT)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_no_framework_source_prints_one_skipped_line_and_passes(tmp_path: Path) -> None:
+    done = run(tmp_path, FRAPPE_SRC="")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["frappe tests: SKIPPED (FRAPPE_SRC is empty)"]
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_named_source_that_is_missing_fails_and_names_it(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere" / "frappe.tar.gz"
+    done = run(tmp_path, FRAPPE_SRC=str(missing))
+    assert done.returncode == 1
+    assert f"FRAPPE_SRC={missing} does not exist" in done.stderr
+    assert "SKIPPED" not in done.stdout
+
+
+def test_a_bad_branch_name_is_refused_before_anything_runs(tmp_path: Path) -> None:
+    tarball = tmp_path / "frappe.tar.gz"
+    tarball.write_bytes(b"")
+    done = run(tmp_path, FRAPPE_SRC=str(tarball), FRAPPE_BRANCH="v15; touch /tmp/x")
+    assert done.returncode == 1
+    assert "FRAPPE_BRANCH=v15; touch /tmp/x is not a branch name" in done.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_named_bench_that_does_not_exist_is_skipped_as_before(tmp_path: Path) -> None:
+    done = run(tmp_path, AGENT_UPDATE_BENCH=str(tmp_path / "no-bench"))
+    assert done.returncode == 0
+    assert done.stdout.startswith("frappe tests: SKIPPED (AGENT_UPDATE_BENCH=")
+    assert len(done.stdout.splitlines()) == 1
