@@ -34,13 +34,16 @@ die() {
 now() { date +%s; }
 # `logged LOG CMD...`: runs CMD into LOG; on failure shows LOG's tail and fails.
 logged() {
-  local log=$1
+  local log=$1 start
   shift
+  start=$(now)
+  echo "== $*" >>"$log"
   if ! "$@" >>"$log" 2>&1; then
     echo "frappe bench: failed: $*" >&2
     tail -n 40 "$log" >&2
     exit 1
   fi
+  echo "== $(($(now) - start))s" >>"$log"
 }
 
 # ---- the source ------------------------------------------------------------
@@ -201,10 +204,10 @@ grep -qx agent_update "$apps" || {
   echo agent_update >>"$apps"
 }
 cd "$bench_dir"
-# Fresh each run, so the site's doctypes are exactly this checkout's.
+# Fresh each run, so the site's doctypes are exactly this checkout's. The root
+# password goes on stdin (new-site asks for it even when given on the command line).
 printf '%s\n' "$db_root_password" |
-  logged "$log" bench new-site "$site" --force --db-root-password "$db_root_password" \
-    --admin-password admin --no-mariadb-socket
+  logged "$log" bench new-site "$site" --force --admin-password admin --no-mariadb-socket
 # apps.txt changed since the cache last saw it: clear it before install-app (docs/frappe.md)
 logged "$log" bench --site "$site" clear-cache
 logged "$log" bench --site "$site" install-app agent_update
