@@ -114,3 +114,38 @@ def test_rows_can_be_read_with_only_the_decision_fields(store):
     assert [r.reason for r in brief] == ["why"] * 3 and all(r.lease_owner == "o" for r in brief)
     assert all(r.log == "" for r in brief)  # not loaded
     assert store.get_rows(update.name) == full
+
+
+statuses = st.sampled_from(list(RowStatus))
+steps = st.sampled_from(list(Step))
+
+
+@given(
+    spec=st.lists(
+        st.tuples(statuses, steps, st.booleans(), st.booleans()), min_size=0, max_size=25
+    ),
+    limit=st.integers(1, 5),
+    moves=st.lists(st.tuples(st.integers(0, 24), statuses, st.booleans()), max_size=20),
+)
+def test_the_store_tally_matches_the_reference_one(tmp_path_factory, spec, limit, moves):
+    from agent_update.rollout.tally import DECISION_FIELDS, tally_from_rows
+
+    store = SqliteStore(tmp_path_factory.mktemp("tally") / "s.db")
+    made = [
+        Row(
+            idx=i,
+            server=f"s{i}",
+            status=status,
+            step=step,
+            started_at=1.0 if started else None,
+            rollback_commit="a" * 40 if back else "",
+        )
+        for i, (status, step, started, back) in enumerate(spec, start=1)
+    ]
+    update = store.insert_update(Update(), made)
+    for at, status, started in moves:  # the counters follow every change of a row
+        if at < len(made):
+            moved = made[at].copy(status=status, started_at=2.0 if started else None)
+            store.save_row(update.name, moved, ["status", "started_at"])
+    brief = store.get_rows(update.name, DECISION_FIELDS)
+    assert store.tally(update.name, limit) == tally_from_rows(brief, limit)
