@@ -21,6 +21,14 @@ from agent_update.rollout.split import split as split_rows
 from agent_update.rollout.store import Store
 
 STATUS_FIELDS = ["status", "started_at", "ended_at", "halted", "halt_reason"]
+WAVE_FIELDS = [
+    "wave_started",
+    "wave_base_succeeded",
+    "wave_base_failed",
+    "gate_override",
+    "paused_at_gate",
+    "pause_reason",
+]
 
 
 class Service:
@@ -114,8 +122,18 @@ class Service:
 
     def resume(self, name: str) -> Update:
         with self.store.locked(name):
-            update = commands.resume(self.store.get_update(name))
-            self.store.save_update(update, ["status"])
+            update = self.store.get_update(name)
+            resumed = commands.resume(update)
+            self.store.save_update(resumed, resumed.changed_fields(update))
+        self.runner.kick(name)
+        return self.store.get_update(name)
+
+    def abort(self, name: str, *, rollback: bool = False, reason: str = "") -> Update:
+        """Stop for good (see commands.abort); the runner winds down what is in flight."""
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            aborted = commands.abort(update, self.clock(), rollback=rollback, reason=reason)
+            self.store.save_update(aborted, aborted.changed_fields(update))
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -127,7 +145,7 @@ class Service:
             continued, changed = commands.force_continue(update, rows)
             for row in changed:
                 self.store.save_row(name, row, row.changed_fields(by_idx[row.idx]))
-            self.store.save_update(continued, STATUS_FIELDS)
+            self.store.save_update(continued, STATUS_FIELDS + WAVE_FIELDS)
         self.runner.kick(name)
         return self.store.get_update(name)
 

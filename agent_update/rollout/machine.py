@@ -16,10 +16,12 @@ import json
 from dataclasses import dataclass, field
 from enum import Enum
 
+from agent_update.rollout import waves
+from agent_update.rollout.budget import budget_reason
 from agent_update.rollout.model import (
-    FAILED_ROW_STATUSES,
     IN_FLIGHT_ROW_STATUSES,
     AgentStatus,
+    GateAction,
     Row,
     RowStatus,
     Step,
@@ -28,6 +30,13 @@ from agent_update.rollout.model import (
     append_log,
 )
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
+from agent_update.rollout.tally import (  # noqa: F401 (re-exported: the runner's vocabulary)
+    DECISION_FIELDS,
+    Tally,
+    is_active,
+    ran,
+    tally_from_rows,
+)
 
 # ---------------------------------------------------------------- update level
 
@@ -38,101 +47,157 @@ class Decision:
 
     start: list[int] = field(default_factory=list)  # Pending rows to claim
     resume: list[int] = field(default_factory=list)  # active rows whose lease expired
+    rollback: list[int] = field(default_factory=list)  # Success rows to roll back (abort)
     changes: dict[str, object] = field(default_factory=dict)  # update fields to write
 
     @property
     def idle(self) -> bool:
-        return not (self.start or self.resume or self.changes)
-
-
-# The row fields ``decide`` reads: a store need not load logs to take a decision.
-DECISION_FIELDS = (
-    "idx",
-    "server",
-    "status",
-    "step",
-    "started_at",
-    "reason",
-    "lease_owner",
-    "lease_expires",
-)
-
-
-def is_active(row: Row) -> bool:
-    """A row a runner owns or must own: in flight, or claimed to start."""
-    return row.status in IN_FLIGHT_ROW_STATUSES or (
-        row.status is RowStatus.PENDING and row.step is Step.PRECHECK
-    )
+        return not (self.start or self.resume or self.rollback or self.changes)
 
 
 def lease_live(row: Row, now: float) -> bool:
     return bool(row.lease_owner) and row.lease_expires is not None and row.lease_expires > now
 
 
-def ran(row: Row) -> bool:
-    """The row went through (or is going through) an update attempt."""
-    return row.started_at is not None and row.status is not RowStatus.SKIPPED
+def as_tally(view: Tally | list[Row]) -> Tally:
+    return view if isinstance(view, Tally) else tally_from_rows(view)
 
 
-def halt_reason(update: Update, rows: list[Row]) -> str:
+def halt_reason(update: Update, view: Tally | list[Row], now: float | None = None) -> str:
     """Why the rollout must start no new row, or "" to go on (DESIGN §2)."""
-    for row in rows:
-        if row.status is RowStatus.FATAL:
-            return f"{row.server} is Fatal: {row.reason}"
-        if row.status is RowStatus.ROLLED_BACK and update.stop_after_single_rollback:
-            return f"{row.server} was rolled back and stop after single rollback is on"
-        if row.status is RowStatus.FAILURE and not update.auto_rollback:
-            return f"{row.server} failed and auto rollback is off: {row.reason}"
-    failed = sum(r.status in FAILED_ROW_STATUSES for r in rows)
-    if update.failure_budget and failed > update.failure_budget:
-        return f"{failed} servers failed, more than the failure budget of {update.failure_budget}"
+    tally = as_tally(view)
+    reasons = []
+    for status, row in tally.first.items():
+        if status is RowStatus.FATAL:
+            reasons.append((row.idx, f"{row.server} is Fatal: {row.reason}"))
+        elif status is RowStatus.ROLLED_BACK and update.stop_after_single_rollback:
+            reasons.append(
+                (row.idx, f"{row.server} was rolled back and stop after single rollback is on")
+            )
+        elif status is RowStatus.FAILURE and not update.auto_rollback:
+            reasons.append((row.idx, f"{row.server} failed and auto rollback is off: {row.reason}"))
+    if reasons:
+        return min(reasons)[1]
+    over = budget_reason(update, tally)
+    if over:
+        return over
+    if update.deadline_at is not None and now is not None and now >= update.deadline_at:
+        return "the rollout's deadline has passed: nothing new starts"
     return ""
 
 
-def final_status(rows: list[Row]) -> UpdateStatus:
+def final_status(view: Tally | list[Row]) -> UpdateStatus:
     """Success only with successes/skips; Partial when some of both; else Failure."""
-    succeeded = any(r.status is RowStatus.SUCCESS for r in rows)
-    unfinished = any(
-        r.status in FAILED_ROW_STATUSES or r.status in (RowStatus.PENDING, RowStatus.DRAFT)
-        for r in rows
-    )
+    tally = as_tally(view)
+    unfinished = tally.failed + tally.count(RowStatus.PENDING, RowStatus.DRAFT)
     if not unfinished:
         return UpdateStatus.SUCCESS
-    return UpdateStatus.PARTIAL_SUCCESS if succeeded else UpdateStatus.FAILURE
+    return UpdateStatus.PARTIAL_SUCCESS if tally.succeeded else UpdateStatus.FAILURE
 
 
-def decide(update: Update, rows: list[Row], now: float) -> Decision:
-    """The update-level step: starts, resumes, halts, test-mode pause, end."""
+def decide(update: Update, view: Tally | list[Row], now: float) -> Decision:
+    """The update-level step: starts, resumes, halts, waves, test-mode pause, abort, end."""
+    tally = as_tally(view)
     decision = Decision()
     if update.status not in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
         return decision
-    active = [r for r in rows if is_active(r)]
+    active = tally.active
     decision.resume = [r.idx for r in active if not lease_live(r, now)]
+    if update.aborted:
+        return _abort(update, tally, decision, now)
 
-    halted, reason = update.halted, update.halt_reason
+    halted = update.halted
     if not halted:
-        reason = halt_reason(update, rows)
+        reason = halt_reason(update, tally, now)
         if reason:
             halted = True
             decision.changes.update(halted=True, halt_reason=reason)
 
-    pending = [r for r in rows if r.status is RowStatus.PENDING and r.step is not Step.PRECHECK]
-    if not active and (halted or not pending):
-        decision.changes.update(status=final_status(rows), ended_at=now)
+    if not active and (halted or not tally.waiting):
+        decision.changes.update(status=final_status(tally), ended_at=now)
         return decision
     if halted or update.status is UpdateStatus.PAUSED:
         return decision
 
     free = update.lanes - len(active)
+    if update.waves:
+        room = _wave_room(update, tally, decision, now)
+        if room is None:
+            return decision
+        free = min(free, room)
     if update.test_mode and not update.paused_for_test_mode:
-        started = sum(ran(r) or is_active(r) for r in rows)
+        started = tally.started
         if started >= update.test_mode_count:
             if not active:
-                decision.changes.update(status=UpdateStatus.PAUSED, paused_for_test_mode=True)
+                decision.changes.update(
+                    status=UpdateStatus.PAUSED,
+                    paused_for_test_mode=True,
+                    pause_reason=f"test mode: {started} servers updated; Resume runs the rest",
+                )
             return decision
         free = min(free, update.test_mode_count - started)
-    decision.start = [r.idx for r in sorted(pending, key=lambda r: r.idx)[: max(free, 0)]]
+    decision.start = [r.idx for r in tally.pending[: max(free, 0)]]
+    if decision.start and update.waves:
+        started = decision.changes.get("wave_started", update.wave_started)
+        decision.changes["wave_started"] = int(started) + len(decision.start)  # type: ignore[call-overload]
     return decision
+
+
+def _wave_room(update: Update, tally: Tally, decision: Decision, now: float) -> int | None:
+    """Rows the open wave may still start, opening the next wave when its gate passes.
+
+    None: nothing may start now (the wave's rows are still running, or its
+    gate failed and the rollout pauses or halts: ``decision.changes`` says so).
+    """
+    room = waves.capacity(update, tally.to_run)
+    if room is None:
+        return update.lanes
+    left = room - update.wave_started
+    if left > 0:
+        return left
+    if tally.active:
+        return None  # the wave's last rows are still running
+    reason = "" if update.gate_override else waves.gate_reason(update, tally)
+    if reason:
+        if update.wave_gate_action is GateAction.HALT:
+            decision.changes.update(
+                halted=True, halt_reason=reason, status=final_status(tally), ended_at=now
+            )
+        else:
+            decision.changes.update(
+                status=UpdateStatus.PAUSED, pause_reason=reason, paused_at_gate=True
+            )
+        return None
+    opened = waves.open_next(update, tally)
+    decision.changes.update(opened)
+    after = waves.capacity(update.copy(**opened), tally.to_run)
+    return update.lanes if after is None else after
+
+
+def _abort(update: Update, tally: Tally, decision: Decision, now: float) -> Decision:
+    """Nothing new starts; optionally roll back this rollout's successes; then end."""
+    rollback = tally.rollbackable if update.abort_rollback else []
+    free = max(update.lanes - len(tally.active), 0)
+    decision.rollback = [r.idx for r in rollback[:free]]
+    if not tally.active and not rollback:
+        reason = update.abort_reason or "aborted"
+        decision.changes.update(status=UpdateStatus.ABORTED, ended_at=now, halt_reason=reason)
+    return decision
+
+
+ABORT_ROLLBACK = "rolled back on abort"
+
+
+def abort_rollback(row: Row) -> Row:
+    """A Success row taken back on abort: precheck (for its pids), then the rollback."""
+    return row.copy(
+        status=RowStatus.ROLLING_BACK,
+        step=Step.PRECHECK,
+        deadline=None,
+        healthy_since=None,
+        reason=ABORT_ROLLBACK,
+        log=append_log(row.log, f"aborted: rolling back to {row.rollback_commit}"),
+    )
 
 
 # ------------------------------------------------------------------- row level
@@ -156,7 +221,7 @@ def target_commit(update: Update, row: Row) -> str:
 
 
 def row_action(row: Row) -> RowAction:
-    if row.status is RowStatus.PENDING and row.step is Step.PRECHECK:
+    if row.step is Step.PRECHECK and row.status in (RowStatus.PENDING, RowStatus.ROLLING_BACK):
         return RowAction.PRECHECK
     if row.status not in IN_FLIGHT_ROW_STATUSES:
         return RowAction.NONE
@@ -186,6 +251,8 @@ def _end(row: Row, status: RowStatus, now: float, reason: str | None = None) -> 
 
 def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Row:
     """Skip, fail before changing anything, or go to the command."""
+    if rolling_back(row):
+        return _abort_precheck(row, obs, now)
     row = row.copy(started_at=now)
     if obs.opted_out:
         return _end(row, RowStatus.SKIPPED, now, "opted out of agent updates")
@@ -209,6 +276,16 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         reason="",
         log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
     )
+
+
+def _abort_precheck(row: Row, obs: PrecheckObs, now: float) -> Row:
+    """Before a rollback on abort: record the pids it must change, or leave the server be."""
+    why = obs.error or ("opted out of agent updates" if obs.opted_out else "")
+    why = why or not_running(obs.programs) or ("" if obs.programs else "no agent program found")
+    if why:
+        return _end(row, RowStatus.FATAL, now, f"not rolled back on abort ({why}): still updated")
+    pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    return row.copy(step=Step.COMMAND, pids_before=json.dumps(pids, sort_keys=True))
 
 
 def command_sent(update: Update, row: Row, now: float) -> Row:
@@ -272,6 +349,7 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
         if now - since >= update.bake_time:
             status = RowStatus.ROLLED_BACK if rolling_back(row) else RowStatus.SUCCESS
             why = f"failed, rolled back: {row.reason}" if rolling_back(row) else ""
+            why = row.reason if row.reason == ABORT_ROLLBACK else why
             return _end(row, status, now, why)
         return row.copy(healthy_since=since)
     row = row.copy(healthy_since=None)
