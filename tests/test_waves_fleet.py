@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import time
+from dataclasses import replace
 
 import pytest
 
@@ -135,3 +137,41 @@ def test_abort_without_rollback_keeps_what_was_done_and_starts_nothing(reset, tm
     assert runs(fleet, fleet.hosts[0]) == fleet.commits.good
     now = untouched(fleet)
     assert all(now[h.name] == before[h.name] for h in fleet.hosts[1:])
+
+
+def test_past_the_deadline_nothing_new_starts(reset, tmp_path):
+    fleet = reset
+    before = untouched(fleet)
+    service = fleet_service(fleet, tmp_path / "deadline")
+    update = service.create(fleet_update(fleet.commits.slow))  # web takes 3 s to start
+    service.build_plan(update.name)
+    planned = service.store.get_update(update.name)
+    service.store.save_update(planned.copy(deadline_at=time.time() + 1.0), ["deadline_at"])
+    service.start(update.name)
+    final = service.drive(update.name, timeout=240)
+    rows = service.store.get_rows(update.name)
+    assert [r.status for r in rows] == [RowStatus.SUCCESS] + [RowStatus.PENDING] * 3
+    assert final.status is UpdateStatus.PARTIAL_SUCCESS and "deadline" in final.halt_reason
+    assert runs(fleet, fleet.hosts[0]) == fleet.commits.slow
+    now = untouched(fleet)
+    assert all(now[h.name] == before[h.name] for h in fleet.hosts[1:])
+
+
+def test_a_stall_is_reported_once_and_changes_nothing_on_the_servers(reset, tmp_path):
+    fleet = reset
+    service = fleet_service(fleet, tmp_path / "stall")
+    for server in service.store.list_servers()[1:]:
+        service.store.save_server(replace(server, status="Archived"))
+    name = start(service, fleet.commits.slow, stall_minutes=0.02)  # 1.2 s without an end
+    alerts = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        alerts += service.stalls()
+        if service.store.get_update(name).status.is_final:
+            break
+        time.sleep(0.1)
+    final = service.drive(name, timeout=120)
+    assert len(alerts) == 1 and alerts[0].name == name
+    assert "no server ended in" in alerts[0].message and "1 in flight" in alerts[0].message
+    assert final.status is UpdateStatus.SUCCESS  # the alert did not act
+    assert runs(fleet, fleet.hosts[0]) == fleet.commits.slow

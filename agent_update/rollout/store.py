@@ -20,7 +20,7 @@ from typing import Any, Protocol, get_type_hints
 
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
 from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES, Row, RowStatus, Server, Step, Update
-from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, Tally
+from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 
 class NotFound(AgentUpdateError, KeyError):
@@ -39,6 +39,8 @@ class Store(Protocol):
     def tally(self, name: str, limit: int) -> Tally:
         """Counts per status and the rows a decision may act on (see rollout.tally)."""
         ...
+
+    def row_times(self, name: str) -> RowTimes: ...
 
     def insert_update(self, update: Update, rows: list[Row]) -> Update: ...
     def save_update(self, update: Update, changed: Iterable[str]) -> None: ...
@@ -371,6 +373,16 @@ class SqliteStore:
             first=first,
             rollbackable=rollbackable,
         )
+
+    def row_times(self, name: str) -> RowTimes:
+        """Last end and mean time per server (a scan: for ETA and the tick, not per row)."""
+        found = self._read(
+            "SELECT MAX(ended_at), AVG(CASE WHEN started_at IS NOT NULL AND ended_at IS NOT NULL "
+            "AND status<>? THEN ended_at - started_at END), SUM(started_at IS NOT NULL "
+            "AND ended_at IS NOT NULL AND status<>?) FROM rows WHERE update_name=?",
+            [RowStatus.SKIPPED.value, RowStatus.SKIPPED.value, name],
+        )[0]
+        return RowTimes(found[0], found[1], int(found[2] or 0))
 
     def get_row(self, name: str, idx: int) -> Row:
         sql = f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? AND "idx"=?'

@@ -121,3 +121,23 @@ def tally_from_rows(rows: list[Row], limit: int | None = None) -> Tally:
         first=first,
         rollbackable=[r for r in ordered if can_roll_back(r)][cut],
     )
+
+
+@dataclass(frozen=True)
+class RowTimes:
+    """When the last row ended, and the mean time of the rows that ran and ended."""
+
+    last_end: float | None = None
+    mean: float | None = None
+    count: int = 0
+
+
+def times_from_rows(rows: list[Row]) -> RowTimes:
+    spans = [
+        r.ended_at - r.started_at
+        for r in rows
+        if ran(r) and r.ended_at is not None and r.started_at is not None
+    ]
+    ends = [r.ended_at for r in rows if r.ended_at is not None]
+    mean = sum(spans) / len(spans) if spans else None
+    return RowTimes(max(ends) if ends else None, mean, len(spans))
