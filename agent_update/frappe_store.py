@@ -36,7 +36,7 @@ from agent_update.rollout.model import (
     Update,
 )
 from agent_update.rollout.store import NotFound
-from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, Tally
+from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
 ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
@@ -246,6 +246,20 @@ class FrappeStore:
             first=first,
             rollbackable=back,
         )
+
+    def row_times(self, name: str) -> RowTimes:
+        """Last end and mean time per server (a scan: for ETA and the tick, not per row)."""
+        start, end = (_q(codec.ROW_COLUMNS[n].column) for n in ("started_at", "ended_at"))
+        ran = f"{start} IS NOT NULL AND {end} IS NOT NULL AND status<>%s"
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT MAX({end}), AVG(CASE WHEN {ran} THEN "
+                f"TIMESTAMPDIFF(MICROSECOND, {start}, {end}) END) / 1e6, "
+                f"SUM(CASE WHEN {ran} THEN 1 ELSE 0 END) FROM {ROW_TABLE} WHERE {ROW_WHERE}",
+                [RowStatus.SKIPPED.value, RowStatus.SKIPPED.value, name],
+            )[0]
+        mean = None if found[1] is None else float(found[1])
+        return RowTimes(codec.to_epoch(found[0]), mean, int(found[2] or 0))
 
     def get_row(self, name: str, idx: int) -> Row:
         with self._context():
