@@ -175,3 +175,21 @@ def test_a_stall_is_reported_once_and_changes_nothing_on_the_servers(reset, tmp_
     assert "no server ended in" in alerts[0].message and "1 in flight" in alerts[0].message
     assert final.status is UpdateStatus.SUCCESS  # the alert did not act
     assert runs(fleet, fleet.hosts[0]) == fleet.commits.slow
+
+
+def test_a_percentage_budget_waits_for_its_sample_then_halts(reset, tmp_path):
+    fleet = reset
+    commit = fleet.add_commit(f"budget-{next(_counter)}")
+    for host in fleet.hosts[:2]:
+        fleet.sabotage(host, commit)
+    before = untouched(fleet)
+    service = fleet_service(fleet, tmp_path / "budget")
+    name = start(service, commit, failure_budget_percent=40, failure_min_sample=2)
+    final = service.drive(name, timeout=240)
+    rows = service.store.get_rows(name)
+    assert [r.status for r in rows] == [RowStatus.ROLLED_BACK] * 2 + [RowStatus.PENDING] * 2
+    assert final.status is UpdateStatus.FAILURE
+    assert "2 of 2 servers failed (100%), more than the failure budget of 40%" in final.halt_reason
+    assert all(runs(fleet, h) == fleet.commits.base for h in fleet.hosts)
+    now = untouched(fleet)
+    assert all(now[h.name] == before[h.name] for h in fleet.hosts[2:])
