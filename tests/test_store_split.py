@@ -149,3 +149,24 @@ def test_the_store_tally_matches_the_reference_one(tmp_path_factory, spec, limit
             store.save_row(update.name, moved, ["status", "started_at"])
     brief = store.get_rows(update.name, DECISION_FIELDS)
     assert store.tally(update.name, limit) == tally_from_rows(brief, limit)
+
+
+def test_a_decision_reads_counts_and_a_few_rows_whatever_the_fleet_size(store):
+    from agent_update.rollout import machine
+
+    update = store.insert_update(Update(lanes=5, status=UpdateStatus.RUNNING), rows(3000))
+    decoded = []
+    real = store._read
+
+    def counting(sql, params):
+        found = real(sql, params)
+        if sql.startswith('SELECT "idx"'):
+            decoded.extend(found)
+        return found
+
+    store._read = counting
+    tally = store.tally(update.name, 5)
+    assert tally.total == 3000 and tally.waiting == 3000
+    assert [r.idx for r in tally.pending] == [1, 2, 3, 4, 5]
+    assert len(decoded) == 5  # not 3,000 rows per decision
+    assert machine.decide(store.get_update(update.name), tally, 0).start == [1, 2, 3, 4, 5]
