@@ -104,6 +104,48 @@ def resume(name: str, now: bool = False) -> dict[str, Any]:
 
 
 @frappe.whitelist()
+def abort(name: str, rollback: bool = False, reason: str = "", now: bool = False) -> dict[str, Any]:
+    """Pending/Running/Paused -> stops for good: servers in flight finish, none starts.
+
+    With ``rollback``, the servers this update changed are rolled back before
+    it ends Aborted. Unlike Pause, there is no Resume.
+    """
+    back, why = bool(cint(rollback)), (reason or "").strip()
+    if not why:
+        why = f"aborted by {frappe.session.user}"
+    return _act(
+        name,
+        "abort",
+        now,
+        lambda update, _rows: commands.abort(update, time.time(), rollback=back, reason=why),
+        rollback=back,
+        reason=why,
+    )
+
+
+@frappe.whitelist()
+def eta(name: str) -> dict[str, Any]:
+    """Expected time left, from the servers so far and the waves to come."""
+    _check(name, "read")
+    service = get_service()
+    with frappe_errors():
+        update = service.store.get_update(name)
+        found = service.eta(name)
+    now = time.time()
+    ends = None if found.seconds_left is None else now + found.seconds_left
+    return {
+        "name": name,
+        "seconds_left": found.seconds_left,
+        "per_server": found.per_server,
+        "rounds": found.rounds,
+        "ends_at": str(codec.to_datetime(ends)) if ends is not None else None,
+        "text": found.text(now),
+        "wave": update.wave,
+        "waves": update.waves,
+    }
+
+
+@frappe.whitelist()
 def force_continue(name: str, now: bool = False) -> dict[str, Any]:
     """Failure / Partial Success: failed servers back to Pending, then Running."""
     return _act(name, "force_continue", now, commands.force_continue)
@@ -157,6 +199,9 @@ def summary(name: str) -> dict[str, Any]:
         "status": update.status.value,
         "halted": update.halted,
         "halt_reason": update.halt_reason,
+        "pause_reason": update.pause_reason,
+        "aborted": update.aborted,
+        "wave": update.wave,
         "why_stuck": update.why_stuck,
         "progress": round(100.0 * done / len(rows), 1) if rows else 0.0,
         "final": update.status.is_final,

@@ -12,14 +12,25 @@ import argparse
 import json
 import os
 import sys
+import time
 from dataclasses import asdict, fields
+from datetime import datetime
 from pathlib import Path
 
-from agent_update.rollout.errors import AgentUpdateError
-from agent_update.rollout.model import EngineSettings, Row, Server, Update, UpdateStatus
+from agent_update.rollout import waves
+from agent_update.rollout.errors import AgentUpdateError, ValidationError
+from agent_update.rollout.model import (
+    EngineSettings,
+    GateAction,
+    Row,
+    Server,
+    Update,
+    UpdateStatus,
+)
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 
+STALLED_EXIT = 4  # `tick` found a stalled rollout (scripts alert on it)
 FILE_KEYS = {"ssh_private_key_file": "ssh_private_key", "known_hosts_file": "known_hosts"}
 
 
@@ -50,6 +61,13 @@ def print_update(service: Service, name: str) -> None:
     )
     if update.halt_reason:
         print(f"  halted: {update.halt_reason}")
+    if update.pause_reason:
+        print(f"  paused: {update.pause_reason}")
+    if update.waves and not update.status.is_final:
+        rows = service.store.tally(name, 0).to_run
+        print(f"  waves {update.waves}: now {waves.describe(update, rows)}")
+    if update.status in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
+        print(f"  ETA: {service.eta(name).text(time.time())}")
     if update.why_stuck:
         print("  stuck at planning:\n    " + update.why_stuck.replace("\n", "\n    "))
     for row in service.store.get_rows(name):
@@ -75,9 +93,26 @@ def _update_from_args(args: argparse.Namespace) -> Update:
         bake_time=args.bake_time,
         lanes=args.lanes,
         failure_budget=args.failure_budget,
+        failure_budget_percent=args.failure_budget_percent,
+        failure_min_sample=args.failure_min_sample,
         test_mode=args.test_mode > 0,
         test_mode_count=max(args.test_mode, 1),
+        waves=args.waves or "",
+        wave_success_threshold=args.wave_success_threshold,
+        wave_gate_action=GateAction(args.wave_gate_action),
+        deadline_at=_deadline(args.deadline),
+        stall_minutes=args.stall_minutes,
     )
+
+
+def _deadline(text: str | None) -> float | None:
+    """An ISO 8601 time (local time when it names no zone) -> epoch seconds."""
+    if not text:
+        return None
+    try:
+        return datetime.fromisoformat(text).timestamp()
+    except ValueError:
+        raise ValidationError("deadline", f"{text!r} is not a time like 2026-11-28T18:00") from None
 
 
 def cmd_server_add(service: Service, args: argparse.Namespace) -> None:
@@ -136,6 +171,17 @@ def cmd_tick(service: Service, args: argparse.Namespace) -> None:
     touched = service.tick()
     service.runner.launcher.wait()  # type: ignore[attr-defined]
     print("resumed: " + (", ".join(touched) if touched else "nothing"))
+    stalled = service.stalls()
+    for alert in stalled:
+        print(f"STALLED {alert.message}")
+    if stalled:
+        sys.exit(STALLED_EXIT)
+
+
+def cmd_abort(service: Service, args: argparse.Namespace) -> None:
+    service.abort(args.name, rollback=args.rollback, reason=args.reason or "")
+    service.runner.launcher.wait()  # type: ignore[attr-defined]
+    print_update(service, args.name)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +220,36 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--lanes", type=int, default=1)
     create.add_argument("--failure-budget", type=int, default=0)
     create.add_argument("--test-mode", type=int, default=0, help="pause after N servers")
+    create.add_argument(
+        "--failure-budget-percent",
+        type=float,
+        default=0.0,
+        help="halt once more than this percentage of the servers that ran failed (overall or "
+        "in one wave), counted from --failure-min-sample servers",
+    )
+    create.add_argument("--failure-min-sample", type=int, default=10)
+    create.add_argument(
+        "--waves", help='ramp-up: sizes of the first waves, e.g. "1, 5, 20%%"; then the lanes'
+    )
+    create.add_argument(
+        "--wave-success-threshold",
+        type=float,
+        default=95.0,
+        help="percentage of successes so far needed to open the next wave",
+    )
+    create.add_argument(
+        "--wave-gate-action",
+        choices=[a.value for a in GateAction],
+        default=GateAction.PAUSE.value,
+        help="when a wave's gate fails: Pause (Resume opens the next wave) or Halt",
+    )
+    create.add_argument("--deadline", help="no new server starts after this time (ISO 8601)")
+    create.add_argument(
+        "--stall-minutes",
+        type=float,
+        default=0.0,
+        help="`tick` reports the update (exit 4) when no server ended for this long",
+    )
     create.set_defaults(func=cmd_create)
 
     for name, method, text in [
@@ -192,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("name")
     run.add_argument("--resume", action="store_true", help="also resume a Paused update")
     run.set_defaults(func=cmd_run)
+
+    abort = sub.add_parser(
+        "abort", help="stop for good: servers in flight finish and are verified, none starts"
+    )
+    abort.add_argument("name")
+    abort.add_argument(
+        "--rollback", action="store_true", help="also roll back the servers this update changed"
+    )
+    abort.add_argument("--reason", help="recorded as the end reason")
+    abort.set_defaults(func=cmd_abort)
 
     split = sub.add_parser("split", help="Split Update into K batches")
     split.add_argument("name")

@@ -117,6 +117,7 @@ UPDATE_COLUMNS = _columns(
         "started_at": "start",
         "ended_at": "end",
         "why_stuck": "stuck_at_planning_reason",
+        "deadline_at": "deadline",
     },
     {
         "server_types": "skip",  # a child table of its own
@@ -124,6 +125,7 @@ UPDATE_COLUMNS = _columns(
         "command_timeout": "minutes",
         "started_at": "datetime",
         "ended_at": "datetime",
+        "deadline_at": "datetime",
     },
 )
 ROW_COLUMNS = _columns(
@@ -145,6 +147,18 @@ ENGINE_UPDATE_FIELDS = (
     "paused_for_test_mode",
     "lease_owner",
     "lease_expires",
+    # waves, abort and the stall alert
+    "wave",
+    "wave_started",
+    "wave_base_succeeded",
+    "wave_base_failed",
+    "gate_override",
+    "paused_at_gate",
+    "pause_reason",
+    "aborted",
+    "abort_rollback",
+    "abort_reason",
+    "stall_notified_at",
 )
 ENGINE_ROW_FIELDS = tuple(n for n in ROW_COLUMNS if n not in ("idx", "server", "server_type"))
 # What an operator may edit while the update is Draft or Pending.

@@ -26,8 +26,17 @@ from frappe.utils.password import get_decrypted_password
 
 from agent_update import frappe_codec as codec
 from agent_update.rollout.errors import LeaseLost
-from agent_update.rollout.model import ENDED_ROW_STATUSES, Row, Server, Update
+from agent_update.rollout.model import (
+    ENDED_ROW_STATUSES,
+    IN_FLIGHT_ROW_STATUSES,
+    Row,
+    RowStatus,
+    Server,
+    Step,
+    Update,
+)
 from agent_update.rollout.store import NotFound
+from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
 ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
@@ -35,6 +44,7 @@ TYPE_TABLE = f"`tab{codec.TYPE_DOCTYPE}`"
 ROW_WHERE = "parent=%s AND parenttype='Agent Update' AND parentfield='servers'"
 UNFINISHED = ("Planning", "Running", "Paused")
 ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
+IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
 
 
 def _q(column: str) -> str:
@@ -192,6 +202,64 @@ class FrappeStore:
                 as_dict=True,
             )
             return [codec.row_from(r, names) for r in found]
+
+    def tally(self, name: str, limit: int) -> Tally:
+        """Counts per status and the few rows a decision needs (see rollout.tally)."""
+        names = list(DECISION_FIELDS)
+        columns = ", ".join(f"`{codec.ROW_COLUMNS[n].column}`" for n in names)
+        started = _q(codec.ROW_COLUMNS["started_at"].column)
+
+        def rows(where: str, values: list[Any], cap: int | None = None) -> list[Row]:
+            sql = f"SELECT {columns} FROM {ROW_TABLE} WHERE {ROW_WHERE} AND {where} ORDER BY idx"
+            if cap is not None:
+                sql += f" LIMIT {int(cap)}"
+            found = frappe.db.sql(sql, [name, *values], as_dict=True)
+            return [codec.row_from(r, names) for r in found]
+
+        with self._context():
+            counts = frappe.db.sql(
+                f"SELECT status, COUNT(*), SUM({started} IS NOT NULL) FROM {ROW_TABLE} "
+                f"WHERE {ROW_WHERE} GROUP BY status",
+                name,
+            )
+            pending, precheck = RowStatus.PENDING.value, Step.PRECHECK.value
+            active = rows(
+                "(status IN %s OR (status=%s AND step=%s))", [IN_FLIGHT, pending, precheck]
+            )
+            waiting = rows("status=%s AND step<>%s", [pending, precheck], limit)
+            first = {}
+            for status in HALTING_STATUSES:
+                found = rows("status=%s", [status.value], 1)
+                if found:
+                    first[status] = found[0]
+            back = rows(
+                "status=%s AND IFNULL(rollback_commit, '')<>''", [RowStatus.SUCCESS.value], limit
+            )
+        by_status = {RowStatus(r[0]): (int(r[1]), int(r[2] or 0)) for r in counts}
+        skipped = by_status.get(RowStatus.SKIPPED, (0, 0))
+        return Tally(
+            counts={s: n for s, (n, _) in by_status.items()},
+            ran=sum(n for s, (_, n) in by_status.items() if s is not RowStatus.SKIPPED),
+            planned_skips=skipped[0] - skipped[1],
+            active=active,
+            pending=waiting,
+            first=first,
+            rollbackable=back,
+        )
+
+    def row_times(self, name: str) -> RowTimes:
+        """Last end and mean time per server (a scan: for ETA and the tick, not per row)."""
+        start, end = (_q(codec.ROW_COLUMNS[n].column) for n in ("started_at", "ended_at"))
+        ran = f"{start} IS NOT NULL AND {end} IS NOT NULL AND status<>%s"
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT MAX({end}), AVG(CASE WHEN {ran} THEN "
+                f"TIMESTAMPDIFF(MICROSECOND, {start}, {end}) END) / 1e6, "
+                f"SUM(CASE WHEN {ran} THEN 1 ELSE 0 END) FROM {ROW_TABLE} WHERE {ROW_WHERE}",
+                [RowStatus.SKIPPED.value, RowStatus.SKIPPED.value, name],
+            )[0]
+        mean = None if found[1] is None else float(found[1])
+        return RowTimes(codec.to_epoch(found[0]), mean, int(found[2] or 0))
 
     def get_row(self, name: str, idx: int) -> Row:
         with self._context():

@@ -13,14 +13,23 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, planner, rules
+from agent_update.rollout import commands, planner, rules, stall
 from agent_update.rollout.errors import ValidationError
+from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
 from agent_update.rollout.store import Store
 
 STATUS_FIELDS = ["status", "started_at", "ended_at", "halted", "halt_reason"]
+WAVE_FIELDS = [
+    "wave_started",
+    "wave_base_succeeded",
+    "wave_base_failed",
+    "gate_override",
+    "paused_at_gate",
+    "pause_reason",
+]
 
 
 class Service:
@@ -114,8 +123,18 @@ class Service:
 
     def resume(self, name: str) -> Update:
         with self.store.locked(name):
-            update = commands.resume(self.store.get_update(name))
-            self.store.save_update(update, ["status"])
+            update = self.store.get_update(name)
+            resumed = commands.resume(update)
+            self.store.save_update(resumed, resumed.changed_fields(update))
+        self.runner.kick(name)
+        return self.store.get_update(name)
+
+    def abort(self, name: str, *, rollback: bool = False, reason: str = "") -> Update:
+        """Stop for good (see commands.abort); the runner winds down what is in flight."""
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            aborted = commands.abort(update, self.clock(), rollback=rollback, reason=reason)
+            self.store.save_update(aborted, aborted.changed_fields(update))
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -127,7 +146,7 @@ class Service:
             continued, changed = commands.force_continue(update, rows)
             for row in changed:
                 self.store.save_row(name, row, row.changed_fields(by_idx[row.idx]))
-            self.store.save_update(continued, STATUS_FIELDS)
+            self.store.save_update(continued, STATUS_FIELDS + WAVE_FIELDS)
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -156,6 +175,32 @@ class Service:
             elif self.runner.kick(name):
                 touched.append(name)
         return touched
+
+    def stalls(self) -> list[stall.Stall]:
+        """Running rollouts where no server ended for their stall time; each told once.
+
+        Only reports (and records that it did): nothing is done to any server.
+        """
+        found = []
+        now = self.clock()
+        for name in self.store.unfinished_updates():
+            update = self.store.get_update(name)
+            if not update.stall_minutes or update.status is not UpdateStatus.RUNNING:
+                continue
+            in_flight = len(self.store.tally(name, 0).active)
+            alert = stall.check(update, self.store.row_times(name).last_end, in_flight, now)
+            if alert is not None:
+                with self.store.locked(name):
+                    self.store.save_update(
+                        update.copy(stall_notified_at=now), ["stall_notified_at"]
+                    )
+                found.append(alert)
+        return found
+
+    def eta(self, name: str) -> Eta:
+        """The expected time left, from the servers so far and the waves to come."""
+        update = self.store.get_update(name)
+        return estimate(update, self.store.tally(name, 0), self.store.row_times(name))
 
     def drive(self, name: str, timeout: float | None = None) -> Update:
         """Kick and wait in this process until the rollout settles (CLI, tests)."""

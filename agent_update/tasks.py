@@ -13,9 +13,12 @@ import contextlib
 from collections.abc import Iterator
 
 import frappe
+from frappe.desk.doctype.notification_log.notification_log import enqueue_create_notification
 
+from agent_update import frappe_codec as codec
 from agent_update.frappe_service import get_service, notify_update
 from agent_update.rollout.errors import AgentUpdateError
+from agent_update.rollout.stall import Stall
 
 
 @contextlib.contextmanager
@@ -63,6 +66,11 @@ def resume(name: str) -> None:
         get_service().resume(name)
 
 
+def abort(name: str, rollback: bool = False, reason: str = "") -> None:
+    with _reported(name, "Abort"):
+        get_service().abort(name, rollback=bool(rollback), reason=reason)
+
+
 def force_continue(name: str) -> None:
     with _reported(name, "Force Continue"):
         get_service().force_continue(name)
@@ -78,5 +86,50 @@ def split(name: str, batches: int) -> list[str]:
 
 
 def tick() -> list[str]:
-    """Scheduler (every minute): resume rollouts a dead worker left; nothing else."""
-    return get_service().tick()
+    """Scheduler (every minute): resume rollouts a dead worker left; report stalls."""
+    service = get_service()
+    touched = service.tick()
+    for alert in service.stalls():
+        notify_stall(alert)
+    return touched
+
+
+STALL_ROLE = "Agent Update Manager"
+
+
+def notify_stall(alert: Stall) -> None:
+    """A Notification Log (and its email) for the managers and the update's followers."""
+    managers = frappe.get_all(
+        "Has Role", filters={"role": STALL_ROLE, "parenttype": "User"}, pluck="parent"
+    )
+    followers = frappe.get_all(
+        "Document Follow",
+        filters={"ref_doctype": codec.UPDATE_DOCTYPE, "ref_docname": alert.name},
+        pluck="user",
+    )
+    emails = frappe.get_all(
+        "User",
+        filters={"name": ("in", sorted({*managers, *followers})), "enabled": 1},
+        pluck="email",
+    )
+    frappe.get_doc(  # on the form's timeline too, whoever reads it later
+        {
+            "doctype": "Comment",
+            "comment_type": "Info",
+            "reference_doctype": codec.UPDATE_DOCTYPE,
+            "reference_name": alert.name,
+            "content": alert.message,
+        }
+    ).insert(ignore_permissions=True)
+    if not emails:
+        return
+    enqueue_create_notification(
+        [e for e in emails if e],
+        {
+            "type": "Alert",
+            "document_type": codec.UPDATE_DOCTYPE,
+            "document_name": alert.name,
+            "subject": f"Agent Update {alert.name} stalled",
+            "email_content": alert.message,
+        },
+    )

@@ -27,9 +27,11 @@ def _pid() -> int:
 
 
 class SimLink:
-    def __init__(self, command_secs: float) -> None:
+    def __init__(self, command_secs: float, broken: bool = False) -> None:
         self.command_secs = command_secs
+        self.broken = broken  # any commit but OLD makes web FATAL here
         self.commit = OLD
+        self.commands: list[str] = []
         self.programs = {"agent:web": ("RUNNING", _pid()), "agent:worker-0": ("RUNNING", _pid())}
 
     def precheck(self) -> PrecheckObs:
@@ -37,8 +39,11 @@ class SimLink:
 
     def run_command(self, commit: str, timeout: float) -> CommandObs:
         time.sleep(self.command_secs)
+        self.commands.append(commit)
         self.commit = commit
         self.programs = {name: ("RUNNING", _pid()) for name in self.programs}
+        if self.broken and commit != OLD:
+            self.programs["agent:web"] = ("FATAL", None)
         return CommandObs(exit_code=0, duration=self.command_secs)
 
     def probe(self) -> ProbeObs:
@@ -49,12 +54,21 @@ class SimLink:
 
 
 class SimConnector:
-    def __init__(self, command_secs: float = 0.0, plan_latency: float = 0.0) -> None:
+    """Links to simulated servers; ``broken`` names those whose update crashes."""
+
+    def __init__(
+        self, command_secs: float = 0.0, plan_latency: float = 0.0, broken: frozenset = frozenset()
+    ) -> None:
         self.command_secs = command_secs
         self.plan_latency = plan_latency
+        self.broken = broken
+        self.links: dict[str, SimLink] = {}  # per server: what ran there
 
     def open(self, server: Server, update: Update) -> SimLink:
-        return SimLink(self.command_secs)
+        link = self.links.get(server.name)
+        if link is None:
+            link = self.links[server.name] = SimLink(self.command_secs, server.name in self.broken)
+        return link
 
     def plan_probe(self, server: Server) -> PlanOutcome:
         time.sleep(self.plan_latency)

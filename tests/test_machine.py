@@ -191,7 +191,8 @@ def test_test_mode_pauses_once_after_exactly_n():
     assert machine.decide(u, rows, 1).idle
     rows[1] = rows[1].copy(status=RowStatus.SUCCESS)
     d = machine.decide(u, rows, 2)
-    assert d.changes == {"status": UpdateStatus.PAUSED, "paused_for_test_mode": True}
+    assert d.changes["status"] is UpdateStatus.PAUSED and d.changes["paused_for_test_mode"]
+    assert "test mode" in d.changes["pause_reason"]
     resumed = commands.resume(u.copy(**d.changes))
     assert machine.decide(resumed, rows, 3).start == [3, 4, 5]
 

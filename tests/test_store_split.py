@@ -114,3 +114,59 @@ def test_rows_can_be_read_with_only_the_decision_fields(store):
     assert [r.reason for r in brief] == ["why"] * 3 and all(r.lease_owner == "o" for r in brief)
     assert all(r.log == "" for r in brief)  # not loaded
     assert store.get_rows(update.name) == full
+
+
+statuses = st.sampled_from(list(RowStatus))
+steps = st.sampled_from(list(Step))
+
+
+@given(
+    spec=st.lists(
+        st.tuples(statuses, steps, st.booleans(), st.booleans()), min_size=0, max_size=25
+    ),
+    limit=st.integers(1, 5),
+    moves=st.lists(st.tuples(st.integers(0, 24), statuses, st.booleans()), max_size=20),
+)
+def test_the_store_tally_matches_the_reference_one(tmp_path_factory, spec, limit, moves):
+    from agent_update.rollout.tally import DECISION_FIELDS, tally_from_rows
+
+    store = SqliteStore(tmp_path_factory.mktemp("tally") / "s.db")
+    made = [
+        Row(
+            idx=i,
+            server=f"s{i}",
+            status=status,
+            step=step,
+            started_at=1.0 if started else None,
+            rollback_commit="a" * 40 if back else "",
+        )
+        for i, (status, step, started, back) in enumerate(spec, start=1)
+    ]
+    update = store.insert_update(Update(), made)
+    for at, status, started in moves:  # the counters follow every change of a row
+        if at < len(made):
+            moved = made[at].copy(status=status, started_at=2.0 if started else None)
+            store.save_row(update.name, moved, ["status", "started_at"])
+    brief = store.get_rows(update.name, DECISION_FIELDS)
+    assert store.tally(update.name, limit) == tally_from_rows(brief, limit)
+
+
+def test_a_decision_reads_counts_and_a_few_rows_whatever_the_fleet_size(store):
+    from agent_update.rollout import machine
+
+    update = store.insert_update(Update(lanes=5, status=UpdateStatus.RUNNING), rows(3000))
+    decoded = []
+    real = store._read
+
+    def counting(sql, params):
+        found = real(sql, params)
+        if sql.startswith('SELECT "idx"'):
+            decoded.extend(found)
+        return found
+
+    store._read = counting
+    tally = store.tally(update.name, 5)
+    assert tally.total == 3000 and tally.waiting == 3000
+    assert [r.idx for r in tally.pending] == [1, 2, 3, 4, 5]
+    assert len(decoded) == 5  # not 3,000 rows per decision
+    assert machine.decide(store.get_update(update.name), tally, 0).start == [1, 2, 3, 4, 5]

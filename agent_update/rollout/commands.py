@@ -144,13 +144,22 @@ def pause(update: Update) -> Update:
 
 
 def resume(update: Update) -> Update:
+    """Paused -> Running; after a wave's gate paused it, the next wave opens anyway."""
     if update.status is not UpdateStatus.PAUSED:
         raise TransitionError(f"Resume needs a Paused update, not {update.status.value}")
-    return update.copy(status=UpdateStatus.RUNNING)
+    return update.copy(
+        status=UpdateStatus.RUNNING,
+        pause_reason="",
+        paused_at_gate=False,
+        gate_override=update.gate_override or update.paused_at_gate,
+    )
 
 
 def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
-    """Failed rows back to Pending with timers, logs and reasons reset."""
+    """Failed rows back to Pending with timers, logs and reasons reset.
+
+    The open wave starts afresh with them: its own outcome counts from here.
+    """
     if update.status not in (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS):
         raise TransitionError(
             f"Force Continue needs a Failure or Partial Success update, not {update.status.value}"
@@ -158,5 +167,41 @@ def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
     changed = [
         fresh(r).copy(status=RowStatus.PENDING) for r in rows if r.status in FAILED_ROW_STATUSES
     ]
-    done = update.copy(status=UpdateStatus.RUNNING, ended_at=None, halted=False, halt_reason="")
+    done = update.copy(
+        status=UpdateStatus.RUNNING,
+        ended_at=None,
+        halted=False,
+        halt_reason="",
+        wave_started=0,
+        wave_base_succeeded=sum(r.status is RowStatus.SUCCESS for r in rows),
+        wave_base_failed=0,
+        gate_override=False,
+        paused_at_gate=False,
+        pause_reason="",
+    )
     return done, changed
+
+
+ABORTABLE = (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED)
+
+
+def abort(update: Update, now: float, *, rollback: bool = False, reason: str = "") -> Update:
+    """Stop for good: nothing new starts, rows in flight finish and are verified.
+
+    With ``rollback``, the rows this rollout updated are rolled back (lanes at
+    a time, each verified) before the update ends ``Aborted``. Unlike Pause,
+    there is no Resume; Pending rows stay Pending, untouched.
+    """
+    if update.status not in ABORTABLE:
+        raise TransitionError(
+            f"Abort needs a Pending, Running or Paused update, not {update.status.value}"
+        )
+    why = reason.strip() or "aborted by an operator"
+    changes: dict[str, object] = dict(
+        aborted=True, abort_rollback=rollback, abort_reason=why, pause_reason=""
+    )
+    if update.status is UpdateStatus.PENDING:  # nothing ran: nothing to wait for
+        changes.update(status=UpdateStatus.ABORTED, ended_at=now, halt_reason=why)
+    else:  # the runner finishes rows in flight (and rolls back) before it ends
+        changes.update(status=UpdateStatus.RUNNING)
+    return update.copy(**changes)

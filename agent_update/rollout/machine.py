@@ -2,9 +2,9 @@
 
 No I/O and no clock: ``now`` is an input. Two levels:
 
-* ``decide`` looks at the whole update and says which rows to start, which
-  orphaned rows (dead runner, expired lease) to resume, and how the update's
-  own status changes (halt, test-mode pause, end status).
+* ``decide`` (module ``rollout.decide``) looks at the whole update and says
+  which rows to start, resume or roll back on abort, and how the update's own
+  status changes (halt, waves, test-mode pause, abort, end status).
 * ``row_action`` + ``after_*`` walk one row: precheck, command, verification,
   rollback. Each returns a new Row; the runner stores it before acting again,
   so a runner killed between two steps is resumed at the right place.
@@ -13,126 +13,50 @@ No I/O and no clock: ``now`` is an input. Two levels:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from enum import Enum
 
+from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
+    Decision,
+    as_tally,
+    decide,
+    final_status,
+    halt_reason,
+    lease_live,
+)
 from agent_update.rollout.model import (
-    FAILED_ROW_STATUSES,
     IN_FLIGHT_ROW_STATUSES,
     AgentStatus,
     Row,
     RowStatus,
     Step,
     Update,
-    UpdateStatus,
     append_log,
 )
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
-
-# ---------------------------------------------------------------- update level
-
-
-@dataclass
-class Decision:
-    """What the runner should do next for one update."""
-
-    start: list[int] = field(default_factory=list)  # Pending rows to claim
-    resume: list[int] = field(default_factory=list)  # active rows whose lease expired
-    changes: dict[str, object] = field(default_factory=dict)  # update fields to write
-
-    @property
-    def idle(self) -> bool:
-        return not (self.start or self.resume or self.changes)
-
-
-# The row fields ``decide`` reads: a store need not load logs to take a decision.
-DECISION_FIELDS = (
-    "idx",
-    "server",
-    "status",
-    "step",
-    "started_at",
-    "reason",
-    "lease_owner",
-    "lease_expires",
+from agent_update.rollout.tally import (  # noqa: F401 (re-exported: the runner's vocabulary)
+    DECISION_FIELDS,
+    Tally,
+    is_active,
+    ran,
+    tally_from_rows,
 )
 
+# ---------------------------------------------------------------- update level
+# (see rollout.decide; re-exported here with the row-level walk)
 
-def is_active(row: Row) -> bool:
-    """A row a runner owns or must own: in flight, or claimed to start."""
-    return row.status in IN_FLIGHT_ROW_STATUSES or (
-        row.status is RowStatus.PENDING and row.step is Step.PRECHECK
+ABORT_ROLLBACK = "rolled back on abort"
+
+
+def abort_rollback(row: Row) -> Row:
+    """A Success row taken back on abort: precheck (for its pids), then the rollback."""
+    return row.copy(
+        status=RowStatus.ROLLING_BACK,
+        step=Step.PRECHECK,
+        deadline=None,
+        healthy_since=None,
+        reason=ABORT_ROLLBACK,
+        log=append_log(row.log, f"aborted: rolling back to {row.rollback_commit}"),
     )
-
-
-def lease_live(row: Row, now: float) -> bool:
-    return bool(row.lease_owner) and row.lease_expires is not None and row.lease_expires > now
-
-
-def ran(row: Row) -> bool:
-    """The row went through (or is going through) an update attempt."""
-    return row.started_at is not None and row.status is not RowStatus.SKIPPED
-
-
-def halt_reason(update: Update, rows: list[Row]) -> str:
-    """Why the rollout must start no new row, or "" to go on (DESIGN §2)."""
-    for row in rows:
-        if row.status is RowStatus.FATAL:
-            return f"{row.server} is Fatal: {row.reason}"
-        if row.status is RowStatus.ROLLED_BACK and update.stop_after_single_rollback:
-            return f"{row.server} was rolled back and stop after single rollback is on"
-        if row.status is RowStatus.FAILURE and not update.auto_rollback:
-            return f"{row.server} failed and auto rollback is off: {row.reason}"
-    failed = sum(r.status in FAILED_ROW_STATUSES for r in rows)
-    if update.failure_budget and failed > update.failure_budget:
-        return f"{failed} servers failed, more than the failure budget of {update.failure_budget}"
-    return ""
-
-
-def final_status(rows: list[Row]) -> UpdateStatus:
-    """Success only with successes/skips; Partial when some of both; else Failure."""
-    succeeded = any(r.status is RowStatus.SUCCESS for r in rows)
-    unfinished = any(
-        r.status in FAILED_ROW_STATUSES or r.status in (RowStatus.PENDING, RowStatus.DRAFT)
-        for r in rows
-    )
-    if not unfinished:
-        return UpdateStatus.SUCCESS
-    return UpdateStatus.PARTIAL_SUCCESS if succeeded else UpdateStatus.FAILURE
-
-
-def decide(update: Update, rows: list[Row], now: float) -> Decision:
-    """The update-level step: starts, resumes, halts, test-mode pause, end."""
-    decision = Decision()
-    if update.status not in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
-        return decision
-    active = [r for r in rows if is_active(r)]
-    decision.resume = [r.idx for r in active if not lease_live(r, now)]
-
-    halted, reason = update.halted, update.halt_reason
-    if not halted:
-        reason = halt_reason(update, rows)
-        if reason:
-            halted = True
-            decision.changes.update(halted=True, halt_reason=reason)
-
-    pending = [r for r in rows if r.status is RowStatus.PENDING and r.step is not Step.PRECHECK]
-    if not active and (halted or not pending):
-        decision.changes.update(status=final_status(rows), ended_at=now)
-        return decision
-    if halted or update.status is UpdateStatus.PAUSED:
-        return decision
-
-    free = update.lanes - len(active)
-    if update.test_mode and not update.paused_for_test_mode:
-        started = sum(ran(r) or is_active(r) for r in rows)
-        if started >= update.test_mode_count:
-            if not active:
-                decision.changes.update(status=UpdateStatus.PAUSED, paused_for_test_mode=True)
-            return decision
-        free = min(free, update.test_mode_count - started)
-    decision.start = [r.idx for r in sorted(pending, key=lambda r: r.idx)[: max(free, 0)]]
-    return decision
 
 
 # ------------------------------------------------------------------- row level
@@ -156,7 +80,7 @@ def target_commit(update: Update, row: Row) -> str:
 
 
 def row_action(row: Row) -> RowAction:
-    if row.status is RowStatus.PENDING and row.step is Step.PRECHECK:
+    if row.step is Step.PRECHECK and row.status in (RowStatus.PENDING, RowStatus.ROLLING_BACK):
         return RowAction.PRECHECK
     if row.status not in IN_FLIGHT_ROW_STATUSES:
         return RowAction.NONE
@@ -186,6 +110,8 @@ def _end(row: Row, status: RowStatus, now: float, reason: str | None = None) -> 
 
 def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Row:
     """Skip, fail before changing anything, or go to the command."""
+    if rolling_back(row):
+        return _abort_precheck(row, obs, now)
     row = row.copy(started_at=now)
     if obs.opted_out:
         return _end(row, RowStatus.SKIPPED, now, "opted out of agent updates")
@@ -209,6 +135,16 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         reason="",
         log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
     )
+
+
+def _abort_precheck(row: Row, obs: PrecheckObs, now: float) -> Row:
+    """Before a rollback on abort: record the pids it must change, or leave the server be."""
+    why = obs.error or ("opted out of agent updates" if obs.opted_out else "")
+    why = why or not_running(obs.programs) or ("" if obs.programs else "no agent program found")
+    if why:
+        return _end(row, RowStatus.FATAL, now, f"not rolled back on abort ({why}): still updated")
+    pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    return row.copy(step=Step.COMMAND, pids_before=json.dumps(pids, sort_keys=True))
 
 
 def command_sent(update: Update, row: Row, now: float) -> Row:
@@ -272,6 +208,7 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
         if now - since >= update.bake_time:
             status = RowStatus.ROLLED_BACK if rolling_back(row) else RowStatus.SUCCESS
             why = f"failed, rolled back: {row.reason}" if rolling_back(row) else ""
+            why = row.reason if row.reason == ABORT_ROLLBACK else why
             return _end(row, status, now, why)
         return row.copy(healthy_since=since)
     row = row.copy(healthy_since=None)

@@ -19,6 +19,7 @@ class UpdateStatus(str, Enum):
     SUCCESS = "Success"
     PARTIAL_SUCCESS = "Partial Success"
     FAILURE = "Failure"
+    ABORTED = "Aborted"  # stopped for good by an operator (not a Pause)
 
     @property
     def is_final(self) -> bool:
@@ -26,8 +27,20 @@ class UpdateStatus(str, Enum):
 
 
 FINAL_UPDATE_STATUSES = frozenset(
-    {UpdateStatus.SUCCESS, UpdateStatus.PARTIAL_SUCCESS, UpdateStatus.FAILURE}
+    {
+        UpdateStatus.SUCCESS,
+        UpdateStatus.PARTIAL_SUCCESS,
+        UpdateStatus.FAILURE,
+        UpdateStatus.ABORTED,
+    }
 )
+
+
+class GateAction(str, Enum):
+    """What a wave whose gate fails does to the rollout."""
+
+    PAUSE = "Pause"  # wait for an operator: Resume opens the next wave anyway
+    HALT = "Halt"  # start nothing more; the rollout ends
 
 
 class RowStatus(str, Enum):
@@ -128,6 +141,20 @@ class Update:
     bake_time: float = 0.0  # seconds the agent must stay healthy
     lanes: int = 1  # servers updated at once
     failure_budget: int = 0  # halt once more rows than this have failed (0: no budget)
+    # ... or once more than this share of the rows that ran failed, overall or in
+    # the open wave, counted only from failure_min_sample rows that ran (0: none)
+    failure_budget_percent: float = 0.0
+    failure_min_sample: int = 10
+    # Waves (ramp-up): sizes of the first waves, e.g. "1, 5, 20%"; then up to the
+    # lanes. A wave opens once every row of the previous one has ended and the
+    # share of successes so far is at least wave_success_threshold (percent).
+    waves: str = ""
+    wave_success_threshold: float = 95.0
+    wave_gate_action: GateAction = GateAction.PAUSE
+    # Whole-rollout deadline (epoch seconds; nothing new starts after it) and
+    # the stall alert: no row ended for stall_minutes (0: off) while running.
+    deadline_at: float | None = None
+    stall_minutes: float = 0.0
     # Rollback
     auto_rollback: bool = True
     rollback_to_specific: bool = False
@@ -137,6 +164,21 @@ class Update:
     test_mode: bool = False
     test_mode_count: int = 1
     paused_for_test_mode: bool = False
+    # Waves' state: the open wave (1-based; past the listed ones, the rest), the
+    # rows started in it, and the counts when it opened (its own outcome is the
+    # difference); a Resume after a gate's pause accepts that gate once.
+    wave: int = 1
+    wave_started: int = 0
+    wave_base_succeeded: int = 0
+    wave_base_failed: int = 0
+    paused_at_gate: bool = False
+    gate_override: bool = False
+    pause_reason: str = ""
+    # Abort: stops for good; optionally rolls back the rows updated in this rollout.
+    aborted: bool = False
+    abort_rollback: bool = False
+    abort_reason: str = ""
+    stall_notified_at: float | None = None
     # State
     status: UpdateStatus = UpdateStatus.DRAFT
     halted: bool = False

@@ -7,7 +7,7 @@ Every error names the field the operator must fix.
 
 from __future__ import annotations
 
-from agent_update.rollout import refs
+from agent_update.rollout import budget, refs, waves
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import EngineSettings, Update
 
@@ -39,7 +39,7 @@ def validate_source(update: Update, *, need_commit: bool = False) -> None:
 
 
 def validate_config(update: Update) -> None:
-    """Restart modes, rollback, timeouts, lanes and test mode."""
+    """Restart modes, rollback, timeouts, lanes, budgets, test mode, waves, alerts."""
     if not (update.restart_web or update.restart_rq or update.restart_redis):
         raise ValidationError(
             "restart_web", "at least one of web workers, RQ workers or Redis must restart"
@@ -72,10 +72,12 @@ def validate_config(update: Update) -> None:
         raise ValidationError("failed_command_grace", "must not be negative")
     if not 1 <= update.lanes <= MAX_LANES:
         raise ValidationError("lanes", f"must be between 1 and {MAX_LANES}")
-    if update.failure_budget < 0:
-        raise ValidationError("failure_budget", "must not be negative")
+    budget.validate(update)
     if update.test_mode and update.test_mode_count < 1:
         raise ValidationError("test_mode_count", "must be at least 1 in test mode")
+    waves.validate(update)
+    if update.stall_minutes < 0:
+        raise ValidationError("stall_minutes", "must not be negative (0: no stall alert)")
 
 
 def validate_update(update: Update, *, need_commit: bool = False) -> None:

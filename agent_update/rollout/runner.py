@@ -114,13 +114,13 @@ class Runner:
         claimed: list[int] = []
         with self.store.locked(name):
             update = self.store.get_update(name)
-            rows = self.store.get_rows(name, machine.DECISION_FIELDS)
+            tally = self.store.tally(name, update.lanes)
             now = self.clock()
-            decision = machine.decide(update, rows, now)
+            decision = machine.decide(update, tally, now)
             if decision.changes:
                 update = update.copy(**decision.changes)
                 self.store.save_update(update, decision.changes)
-            by_idx = {r.idx: r for r in rows}
+            by_idx = {r.idx: r for r in tally.pending}
             for idx in decision.resume:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     claimed.append(idx)
@@ -128,6 +128,12 @@ class Runner:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     row = machine.claim(by_idx[idx])
                     self.store.save_row(name, row, ["step"], owner)
+                    claimed.append(idx)
+            for idx in decision.rollback:
+                if self.store.claim_row(name, idx, owner, now, ttl):
+                    row = self.store.get_row(name, idx)  # whole: its log is kept
+                    back = machine.abort_rollback(row)
+                    self.store.save_row(name, back, back.changed_fields(row), owner)
                     claimed.append(idx)
         if decision.changes:
             self._notify(name, None, update)

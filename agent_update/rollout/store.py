@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
-from agent_update.rollout.model import Row, Server, Update
+from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES, Row, RowStatus, Server, Step, Update
+from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 
 class NotFound(AgentUpdateError, KeyError):
@@ -35,6 +36,12 @@ class Store(Protocol):
         ...
 
     def get_row(self, name: str, idx: int) -> Row: ...
+    def tally(self, name: str, limit: int) -> Tally:
+        """Counts per status and the rows a decision may act on (see rollout.tally)."""
+        ...
+
+    def row_times(self, name: str) -> RowTimes: ...
+
     def insert_update(self, update: Update, rows: list[Row]) -> Update: ...
     def save_update(self, update: Update, changed: Iterable[str]) -> None: ...
     def save_row(
@@ -140,6 +147,31 @@ SERVER_CODEC = _Codec(Server)
 
 # ------------------------------------------------------------------- SQLite
 
+# Rows per (update, status, started or not), kept by the database itself in
+# the transaction that changes a row: the tally reads a handful of counters
+# instead of every row, and they can never drift from the rows.
+_COUNT_KEY = "update_name, status, started"
+_BUMP = (
+    "INSERT INTO row_counts ({key}, n) VALUES ({row}.update_name, {row}.status, "
+    "{row}.started_at IS NOT NULL, {delta}) ON CONFLICT ({key}) DO UPDATE SET n = n + {delta};"
+)
+COUNT_TRIGGERS = (
+    f"CREATE TABLE IF NOT EXISTS row_counts ({_COUNT_KEY}, n INTEGER, PRIMARY KEY ({_COUNT_KEY}))",
+    "CREATE TRIGGER IF NOT EXISTS rows_counted_in AFTER INSERT ON rows BEGIN "
+    + _BUMP.format(key=_COUNT_KEY, row="new", delta=1)
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS rows_counted_out AFTER DELETE ON rows BEGIN "
+    + _BUMP.format(key=_COUNT_KEY, row="old", delta=-1)
+    + " END",
+    "CREATE TRIGGER IF NOT EXISTS rows_recounted AFTER UPDATE OF status, started_at ON rows "
+    "WHEN old.status IS NOT new.status OR (old.started_at IS NULL) <> (new.started_at IS NULL) "
+    "BEGIN "
+    + _BUMP.format(key=_COUNT_KEY, row="old", delta=-1)
+    + " "
+    + _BUMP.format(key=_COUNT_KEY, row="new", delta=1)
+    + " END",
+)
+
 
 class SqliteStore:
     """The embedded store: one file in WAL mode, one connection per process.
@@ -173,6 +205,25 @@ class SqliteStore:
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
             )
+            # The tally's queries: counts per status from the index alone, and
+            # the next rows of a status in idx order without sorting them all.
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS rows_by_status "
+                'ON rows (update_name, status, "idx", started_at)'
+            )
+            db.execute(
+                "CREATE INDEX IF NOT EXISTS rows_by_step ON rows (update_name, status, step)"
+            )
+            counted = db.execute(
+                "SELECT 1 FROM sqlite_master WHERE type='table' AND name='row_counts'"
+            ).fetchone()
+            for sql in COUNT_TRIGGERS:
+                db.execute(sql)
+            if not counted:  # a store made before the counters: count its rows once
+                db.execute(
+                    f"INSERT INTO row_counts ({_COUNT_KEY}, n) SELECT update_name, status, "
+                    "started_at IS NOT NULL, COUNT(*) FROM rows GROUP BY 1, 2, 3"
+                )
 
     # connections and transactions
     @contextlib.contextmanager
@@ -265,6 +316,73 @@ class SqliteStore:
             f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? ORDER BY "idx"', [name]
         )
         return [ROW_CODEC.from_row(r) for r in found]
+
+    def tally(self, name: str, limit: int) -> Tally:
+        """Counts per status and the few rows a decision needs, by indexed queries."""
+        names = ROW_CODEC.check(DECISION_FIELDS)
+        cols = ", ".join(map(_q, names))
+
+        def rows(
+            where: str, params: list[Any], cap: int | None = None, index: str = ""
+        ) -> list[Row]:
+            # Named index: without statistics SQLite would walk the primary key for the order.
+            source = f"rows INDEXED BY {index}" if index else "rows"
+            sql = f"SELECT {cols} FROM {source} WHERE update_name=? AND {where}"
+            if cap is not None:
+                sql += f' ORDER BY "idx" LIMIT {int(cap)}'
+            return [ROW_CODEC.from_some(names, r) for r in self._read(sql, [name, *params])]
+
+        with self._lock:
+            counts = self._read(
+                "SELECT status, SUM(n), SUM(CASE WHEN started THEN n ELSE 0 END) "
+                "FROM row_counts WHERE update_name=? GROUP BY status",
+                [name],
+            )
+            flight = [s.value for s in IN_FLIGHT_ROW_STATUSES]
+            active = rows(f"status IN ({_marks(flight)})", flight, index="rows_by_step") + rows(
+                "status=? AND step=?",
+                [RowStatus.PENDING.value, Step.PRECHECK.value],
+                index="rows_by_step",
+            )
+            active.sort(key=lambda r: r.idx)
+            pending = rows(
+                "status=? AND step<>?",
+                [RowStatus.PENDING.value, Step.PRECHECK.value],
+                limit,
+                "rows_by_status",
+            )
+            first = {}
+            for status in HALTING_STATUSES:
+                found = rows("status=?", [status.value], 1, "rows_by_status")
+                if found:
+                    first[status] = found[0]
+            rollbackable = rows(
+                "status=? AND rollback_commit<>''",
+                [RowStatus.SUCCESS.value],
+                limit,
+                "rows_by_status",
+            )
+        by_status = {RowStatus(r[0]): (r[1], r[2] or 0) for r in counts if r[1]}
+        skipped = by_status.get(RowStatus.SKIPPED, (0, 0))
+        return Tally(
+            counts={s: n for s, (n, _) in by_status.items()},
+            ran=sum(started for s, (_, started) in by_status.items() if s is not RowStatus.SKIPPED),
+            planned_skips=skipped[0] - skipped[1],
+            active=active,
+            pending=pending,
+            first=first,
+            rollbackable=rollbackable,
+        )
+
+    def row_times(self, name: str) -> RowTimes:
+        """Last end and mean time per server (a scan: for ETA and the tick, not per row)."""
+        found = self._read(
+            "SELECT MAX(ended_at), AVG(CASE WHEN started_at IS NOT NULL AND ended_at IS NOT NULL "
+            "AND status<>? THEN ended_at - started_at END), SUM(started_at IS NOT NULL "
+            "AND ended_at IS NOT NULL AND status<>?) FROM rows WHERE update_name=?",
+            [RowStatus.SKIPPED.value, RowStatus.SKIPPED.value, name],
+        )[0]
+        return RowTimes(found[0], found[1], int(found[2] or 0))
 
     def get_row(self, name: str, idx: int) -> Row:
         sql = f'SELECT {ROW_CODEC.select} FROM rows WHERE update_name=? AND "idx"=?'

@@ -33,6 +33,7 @@
 			agent_update.lock(frm);
 			agent_update.buttons(frm);
 			agent_update.progress(frm);
+			agent_update.eta(frm);
 			agent_update.poll(frm);
 		},
 	});
@@ -96,6 +97,9 @@
 			if (status === "Paused") {
 				agent_update.confirmed(frm, "Resume", __("Resume the update?"), "resume");
 			}
+			if (["Pending", "Running", "Paused"].includes(status) && !frm.doc.aborted) {
+				frm.add_custom_button(__("Abort"), () => agent_update.abort(frm));
+			}
 			if (status === "Failure" || status === "Partial Success") {
 				agent_update.confirmed(
 					frm,
@@ -104,6 +108,57 @@
 					"force_continue"
 				);
 			}
+		},
+
+		abort(frm) {
+			const dialog = new frappe.ui.Dialog({
+				title: __("Abort {0}", [frm.doc.name]),
+				fields: [
+					{
+						fieldtype: "HTML",
+						options: `<p>${__(
+							"Abort stops this update for good: no new server starts, servers in flight finish their step and are verified (never cut), then it ends Aborted. Unlike Pause, it cannot be resumed."
+						)}</p>`,
+					},
+					{
+						fieldname: "rollback",
+						fieldtype: "Check",
+						label: __("Also roll back the servers this update changed"),
+						description: __(
+							"Each is rolled back to its previous commit and verified, as many at once as the lanes"
+						),
+					},
+					{ fieldname: "reason", fieldtype: "Small Text", label: __("Reason") },
+				],
+				primary_action_label: __("Abort"),
+				primary_action(values) {
+					dialog.hide();
+					agent_update.call(frm, "abort", {
+						rollback: values.rollback ? 1 : 0,
+						reason: values.reason || "",
+					});
+				},
+			});
+			dialog.show();
+		},
+
+		eta(frm) {
+			if (!["Running", "Paused"].includes(frm.doc.status)) return;
+			frappe
+				.call({ method: "agent_update.api.eta", args: { name: frm.doc.name } })
+				.then((r) => {
+					const out = r.message;
+					if (!out || frm.doc.status === "Draft") return;
+					const ends = out.ends_at
+						? ` · ${__("ends about")} ${frappe.datetime.str_to_user(out.ends_at)}`
+						: "";
+					const wave = out.waves ? ` · ${__("wave {0} of {1}", [out.wave, out.waves])}` : "";
+					frm.dashboard.add_comment(
+						`${__("ETA")}: ${frappe.utils.escape_html(out.text)}${ends}${wave}`,
+						"blue",
+						true
+					);
+				});
 		},
 
 		split(frm) {
@@ -158,6 +213,13 @@
 			if (frm.doc.progress !== percent) {
 				frm.doc.progress = percent; // what the store computes; not an edit
 				frm.refresh_field("progress");
+			}
+			if (frm.doc.pause_reason && frm.doc.status === "Paused") {
+				frm.dashboard.set_headline_alert(
+					`<div class="text-warning">${__("Paused")}: ${frappe.utils.escape_html(
+						frm.doc.pause_reason
+					)}</div>`
+				);
 			}
 			if (frm.doc.halted && frm.doc.halt_reason) {
 				frm.dashboard.set_headline_alert(

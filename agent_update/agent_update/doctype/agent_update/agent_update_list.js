@@ -10,14 +10,21 @@
 		Success: "green",
 		"Partial Success": "purple",
 		Failure: "red",
+		Aborted: "darkgrey",
 	};
 
 	frappe.listview_settings["Agent Update"] = {
-		add_fields: ["status", "progress", "halted", "split_from"],
+		add_fields: ["status", "progress", "halted", "aborted", "split_from"],
 		has_indicator_for_draft: true,
 
 		get_indicator(doc) {
-			const label = doc.halted && doc.status === "Running" ? __("Halting") : __(doc.status);
+			const running = doc.status === "Running";
+			const label =
+				doc.aborted && running
+					? __("Aborting")
+					: doc.halted && running
+						? __("Halting")
+						: __(doc.status);
 			return [label, AGENT_UPDATE_COLORS[doc.status] || "gray", `status,=,${doc.status}`];
 		},
 

@@ -1,0 +1,138 @@
+"""`agent-update` with waves, Abort and the stall alert, on the loopback fleet."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+
+pytestmark = pytest.mark.fleet
+
+
+def base(tmp_path) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "agent_update.cli",
+        "--db",
+        str(tmp_path / "au.db"),
+        "--settings",
+        str(tmp_path / "settings.json"),
+    ]
+
+
+def cli(tmp_path, *args: str, env=None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*base(tmp_path), *args], capture_output=True, text=True, timeout=180, env=env, check=False
+    )
+
+
+def registry(fleet, tmp_path, hosts) -> None:
+    (tmp_path / "settings.json").write_text(
+        json.dumps(
+            {
+                "ssh_private_key_file": str(fleet.client_key_path),
+                "known_hosts_file": str(fleet.known_hosts_path),
+                "default_repo": fleet.upstream_url,
+                "default_branch": fleet.branch,
+                "git_cache_dir": str(tmp_path / "git"),
+                "poll_interval": 0.1,
+            }
+        )
+    )
+    for host in hosts:
+        env = {**os.environ, "HOST_PASSWORD": host.agent_password}
+        added = cli(
+            tmp_path,
+            "server-add",
+            host.name,
+            "--host",
+            host.address,
+            "--ssh-port",
+            str(host.ssh_port),
+            "--ssh-user",
+            host.ssh_user,
+            "--agent-dir",
+            host.agent_dir,
+            "--agent-url",
+            host.agent_url,
+            "--agent-password-env",
+            "HOST_PASSWORD",
+            env=env,
+        )
+        assert added.returncode == 0, added.stderr
+
+
+TIMEOUTS = ("--startup-timeout", "15", "--command-timeout", "60")
+
+
+def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
+    fleet.reset()
+    hosts = fleet.hosts[:3]
+    registry(fleet, tmp_path, hosts)
+    bad = cli(tmp_path, "create", "--waves", "1, lots", *TIMEOUTS)
+    assert bad.returncode == 2 and "waves: 'lots' is not a number" in bad.stderr
+    created = cli(
+        tmp_path,
+        "create",
+        "--commit",
+        fleet.commits.good,
+        "--waves",
+        "1",
+        "--lanes",
+        "2",
+        *TIMEOUTS,
+    )
+    assert created.returncode == 0, created.stderr
+    name = created.stdout.strip()
+    assert cli(tmp_path, "plan", name).returncode == 0
+    shown = cli(tmp_path, "status", name).stdout
+    assert "waves 1: now wave 1 of 1 (1 servers, 1 at once)" in shown
+    ran = cli(tmp_path, "run", name)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert all(fleet.running_commit(h) == fleet.commits.good for h in hosts)
+
+    pids = {h.name: fleet.program_states(h)["agent:web"][1] for h in hosts}
+    second = cli(tmp_path, "create", "--commit", fleet.commits.good2, *TIMEOUTS).stdout.strip()
+    assert cli(tmp_path, "plan", second).returncode == 0
+    aborted = cli(tmp_path, "abort", second, "--reason", "wrong commit")
+    assert aborted.returncode == 0, aborted.stderr
+    assert f"{second}: Aborted" in aborted.stdout and "wrong commit" in aborted.stdout
+    assert {h.name: fleet.program_states(h)["agent:web"][1] for h in hosts} == pids
+    again = cli(tmp_path, "resume", second)
+    assert again.returncode == 2 and "Resume needs a Paused update, not Aborted" in again.stderr
+
+
+def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
+    fleet.reset()
+    host = fleet.hosts[0]
+    registry(fleet, tmp_path, [host])
+    args = ("--commit", fleet.commits.slow, "--stall-minutes", "0.01", *TIMEOUTS)
+    name = cli(tmp_path, "create", *args).stdout.strip()
+    assert cli(tmp_path, "plan", name).returncode == 0
+    runner = subprocess.Popen(
+        [*base(tmp_path), "run", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    try:
+        ticks = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and runner.poll() is None:
+            tick = cli(tmp_path, "tick")
+            ticks.append(tick)
+            if tick.returncode:
+                break
+            time.sleep(0.2)
+        out, err = runner.communicate(timeout=120)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+    stalled = [t for t in ticks if t.returncode]
+    assert stalled and stalled[0].returncode == 4, [t.stdout + t.stderr for t in ticks]
+    assert f"STALLED {name}: no server ended in" in stalled[0].stdout
+    assert runner.returncode == 0, out + err  # the alert acted on nothing
+    assert fleet.running_commit(host) == fleet.commits.slow
