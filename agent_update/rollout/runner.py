@@ -164,6 +164,9 @@ class Runner:
                     row = machine.claim(by_idx[idx])
                     self.store.save_row(name, row, ["step"], owner)
                     claimed.append(idx)
+        if isinstance(self.launcher, ThreadLauncher):  # rows run here: held from the claim on
+            with self._held_lock:
+                self._held.update({(name, idx): owner for idx in claimed})
         if decision.changes:
             self._notify(name, None, update)
         for idx in claimed:
