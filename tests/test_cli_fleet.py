@@ -111,7 +111,7 @@ def test_first_ctrl_c_lets_rows_in_flight_finish_and_starts_nothing_new(fleet, t
     code, _, err = finish(proc)
 
     assert code == 130, err
-    assert "stopping: no new server will start; 1 in flight finish" in err
+    assert "stopping: no new server will start; waiting for the 1 in flight to finish" in err
     assert "Ctrl-C again to stop at once" in err and "Traceback" not in err
     rows = setup.rows()
     assert [r.status for r in rows].count(RowStatus.SUCCESS) == 1  # finished and verified

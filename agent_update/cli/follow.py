@@ -147,9 +147,9 @@ class Follower:
         self.runner.stop_starting()
         mine = len(self.runner.held())
         self.view.say(
-            f"stopping: no new server will start; {mine} in flight finish their step and "
-            "verification first. Press Ctrl-C again to stop at once (their leases are "
-            "handed back so the next run resumes them at once)."
+            f"stopping: no new server will start; waiting for the {mine} in flight to finish "
+            "their step and verification. Press Ctrl-C again to stop at once (their leases "
+            "are handed back, so the next run resumes them at once)."
         )
 
     def _say_once(self, note: str) -> None:

@@ -14,7 +14,7 @@ from dataclasses import asdict
 from enum import Enum
 from typing import Any, TextIO
 
-from agent_update.rollout.model import Row, RowStatus, Server, Update
+from agent_update.rollout.model import Row, RowStatus, Server, Step, Update
 
 SECRET_FIELDS = {"agent_password"}
 MAX_LIVE_ROWS = 12  # rows in flight listed under the progress line
@@ -132,7 +132,8 @@ def progress_lines(update: Update, rows: list[Row], now: float, note: str = "") 
     lines = [f"{update.name} {update.status.value}{elapsed}  {summary(rows)}"]
     moving = [r for r in rows if r.status.in_flight or (r.lease_owner and not r.status.ended)]
     for row in moving[:MAX_LIVE_ROWS]:
-        lines.append(f"  {row.server:<20} {row.status.value:<13} {duration(row_seconds(row, now))}")
+        label = "Starting" if row.step is Step.PRECHECK else row.status.value
+        lines.append(f"  {row.server:<20} {label:<13} {duration(row_seconds(row, now))}")
     if len(moving) > MAX_LIVE_ROWS:
         lines.append(f"  … and {len(moving) - MAX_LIVE_ROWS} more in flight")
     if note:
