@@ -166,16 +166,18 @@ def cmd_status(service: Service, args: argparse.Namespace) -> int:
         show(service, args.name, args.json)
         return Exit.OK
     view = LiveView(sys.stdout)
-    last: list[str] = []
+    last: tuple = ()
     while True:
         update = service.store.get_update(args.name)
         rows = service.store.get_rows(args.name)
         lines = update_lines(update, rows)
-        if view.enabled:
+        # Off a terminal, print only when something other than a clock moved.
+        state = (update.status, update.halt_reason, [(r.status, r.reason) for r in rows])
+        if view.enabled and not args.json:
             view.draw(lines)
-        elif lines != last and not args.json:
+        elif state != last and not args.json:
             print("\n".join(lines), flush=True)
-        last = lines
+        last = state
         if settled(update, rows):
             break
         time.sleep(args.interval)
