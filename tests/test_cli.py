@@ -63,7 +63,7 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
     assert json.loads(listed.stdout)[0]["agent_password"] is True  # set, not shown
 
     bad = cli(tmp_path, "create", "--branch", "master; id")
-    assert bad.returncode == 5 and bad.stderr.startswith("agent-update: branch:"), bad.stderr
+    assert bad.returncode == 5 and bad.stderr.startswith("agent-update: --branch:"), bad.stderr
 
     created = cli(
         tmp_path,

@@ -10,7 +10,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from agent_update.cli.args import build_parser
+from agent_update.cli.args import build_parser, flag_for
 from agent_update.cli.commands import HANDLERS
 from agent_update.cli.database import open_store
 from agent_update.cli.exits import CliError, Exit
@@ -25,7 +25,8 @@ ALIASES = {"servers": "server-list"}
 
 def run(argv: list[str] | None = None) -> int:
     """Run one command; returns its exit code (tests call this)."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
     args.command = ALIASES.get(args.command, args.command)
     try:
         return _dispatch(args)
@@ -35,7 +36,9 @@ def run(argv: list[str] | None = None) -> int:
         name = getattr(args, "name", None)
         what = f"no update named {name}" if name else exc.args[0]
         return _fail(what, Exit.NOT_FOUND)
-    except (ValidationError, TransitionError) as exc:
+    except ValidationError as exc:  # named by the flag that sets the field, where one does
+        return _fail(f"{flag_for(parser, args.command, exc.field)}: {exc.message}", Exit.REFUSED)
+    except TransitionError as exc:
         return _fail(str(exc), Exit.REFUSED)
     except AgentUpdateError as exc:
         return _fail(str(exc), Exit.FAILED)

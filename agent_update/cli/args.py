@@ -73,6 +73,8 @@ SECRET_SERVER_FIELDS = {"name", "agent_password"}  # not flags: positional / fro
 class Parser(argparse.ArgumentParser):
     """argparse that reports a usage error in one line and exits 2."""
 
+    commands: dict[str, argparse.ArgumentParser]
+
     def error(self, message: str) -> NoReturn:
         message = message.removeprefix("argument ")
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
@@ -201,7 +203,11 @@ def build_parser() -> Parser:
     raw = argparse.RawDescriptionHelpFormatter
 
     def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_text, description=help_text + ".", **kwargs)
+        made = sub.add_parser(name, help=help_text, description=help_text + ".", **kwargs)
+        parser.commands[name] = made
+        return made
+
+    parser.commands = {}
 
     command("init", "create the database file (the only command that does)")
 
@@ -335,3 +341,22 @@ def _create_parser(command) -> None:
         help="pause after N servers; resume runs the rest (default 0: off)",
     )
     create.add_argument("--json", action="store_true", help="the created update as JSON")
+
+
+# An engine field whose flag is not simply --field-name.
+FIELD_FLAGS = {
+    "restart_web": "--no-restart-web",
+    "auto_rollback": "--no-auto-rollback",
+    "rollback_to_specific": "--rollback-commit",
+    "test_mode_count": "--test-mode",
+    "server_types": "--server-type",
+}
+
+
+def flag_for(parser: Parser, command: str, field: str) -> str:
+    """The flag of ``command`` that sets the engine's ``field``, or the field's own name."""
+    sub = parser.commands.get(command)
+    flag = FIELD_FLAGS.get(field, f"--{field.replace('_', '-')}")
+    if sub is not None and flag in sub._option_string_actions:
+        return flag
+    return field
