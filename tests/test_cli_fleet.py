@@ -103,11 +103,12 @@ def finish(proc: subprocess.Popen, timeout: float = 120) -> tuple[int, str, str]
     return proc.returncode, out, err
 
 
-def test_first_ctrl_c_lets_rows_in_flight_finish_and_starts_nothing_new(fleet, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_first_ctrl_c_lets_rows_in_flight_finish_and_starts_nothing_new(fleet, tmp_path, signum):
     setup = Setup(fleet, tmp_path, fleet.commits.slow, lease_ttl=60)
     proc = setup.popen("run")
     wait_for(lambda: setup.row_in(RowStatus.RUNNING, Step.COMMAND_SENT), 60, "a command sent")
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signum)
     code, _, err = finish(proc)
 
     assert code == 130, err
