@@ -15,7 +15,7 @@ import pytest
 
 from agent_update import cli
 from agent_update.cli.exits import Exit
-from agent_update.rollout.model import Server, Update
+from agent_update.rollout.model import Row, Server, Update
 from agent_update.rollout.store import SqliteStore
 
 COMMIT = "a" * 40
@@ -207,3 +207,16 @@ def test_every_help_reads_well(capsys):
     assert call("--help") == 0
     top = capsys.readouterr().out
     assert "exit codes:" in top and "130" in top
+
+
+def test_a_plan_that_leaves_servers_unplanned_exits_3_and_says_why(home, capsys):
+    store = SqliteStore(home / "au.db")
+    update = Update(name="AU-stuck", repo="/srv/agent.git", branch="master", commit=COMMIT)
+    store.insert_update(update, [Row(idx=1, server="web1"), Row(idx=2, server="gone")])
+    store.close()
+    assert call(*DB, "plan", "AU-stuck") == Exit.ENDED_BADLY
+    captured = capsys.readouterr()
+    assert "AU-stuck  Draft" in captured.out
+    assert "gone: gone is not in the server registry" in captured.out
+    assert "web1: " in captured.out  # its agent at 127.0.0.9:1 does not answer
+    assert captured.err.strip() == "not planned: fix the servers above, then plan AU-stuck again"

@@ -150,7 +150,10 @@ def cmd_create(service: Service, args: argparse.Namespace) -> int:
 def cmd_plan(service: Service, args: argparse.Namespace) -> int:
     update = service.build_plan(args.name)
     show(service, args.name, args.json)
-    if update.status is UpdateStatus.PENDING and not args.json:
+    if update.status is not UpdateStatus.PENDING:  # stuck: the table says which and why
+        print(f"not planned: fix the servers above, then plan {args.name} again", file=sys.stderr)
+        return Exit.ENDED_BADLY
+    if not args.json:
         print(f"planned; next: agent-update run {args.name}", file=sys.stderr)
     return Exit.OK
 

@@ -12,7 +12,7 @@ class Exit(IntEnum):
     OK = 0  # done; `run`: the update ended Success (or paused as asked)
     FAILED = 1  # could not be done: a server, git or the disk said no (message says why)
     USAGE = 2  # the command line, settings file or database is wrong: fix and retry
-    ENDED_BADLY = 3  # `run`: the update ended Failure or Partial Success
+    ENDED_BADLY = 3  # `run`: ended Failure or Partial Success; `plan`: servers left unplanned
     NOT_FOUND = 4  # no update or server of that name
     REFUSED = 5  # the rules refuse this value or this action in this status
     INTERRUPTED = 130  # Ctrl-C or SIGTERM
@@ -22,7 +22,8 @@ EXIT_HELP = """exit codes:
   0    done (run: the update ended Success, or paused as asked)
   1    failed: a server, git or the disk refused (the message says which)
   2    usage: the command line, settings file or database is wrong
-  3    run: the update ended Failure or Partial Success
+  3    run: the update ended Failure or Partial Success; plan: some servers
+       could not be planned (the update stays Draft, the table says why)
   4    not found: no update or server of that name
   5    refused: the rules refuse this value, or this action in the current status
   130  interrupted (Ctrl-C or SIGTERM)"""
