@@ -133,6 +133,8 @@ CASES = [
      Exit.REFUSED, "AU-draft is Draft: run agent-update plan AU-draft first"),
     ("pause on a Draft update", lambda h: [*DB, "pause", "AU-draft"],
      Exit.REFUSED, "Pause needs a Running update, not Draft"),
+    ("unknown command", lambda h: [*DB, "bogus"],
+     Exit.USAGE, "agent-update: unknown command bogus (see agent-update --help)"),
     ("split into one batch", lambda h: [*DB, "split", "AU-draft", "1"],
      Exit.USAGE, "K: must be 2 or more, got 1"),
 ]  # fmt: skip

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import os
 import sys
 from dataclasses import fields
@@ -77,6 +78,9 @@ class Parser(argparse.ArgumentParser):
 
     def error(self, message: str) -> NoReturn:
         message = message.removeprefix("argument ")
+        choice = re.match(r"COMMAND: invalid choice: '([^']*)'", message)
+        if choice:
+            message = f"unknown command {choice.group(1)}"
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(Exit.USAGE)
 
