@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import argparse
 import math
-import re
 import os
+import re
 import sys
 from dataclasses import fields
 from typing import Any, NoReturn, get_type_hints
