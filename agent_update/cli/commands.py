@@ -233,7 +233,7 @@ def follow_and_report(service: Service, name: str, args: argparse.Namespace) -> 
             )
             return Exit.INTERRUPTED
     show(service, name, args.json)
-    if follower.stopped:
+    if follower.stopped and not final.status.is_final:
         print(
             f"interrupted: servers not started yet stay Pending; agent-update run {name} goes on",
             file=sys.stderr,
