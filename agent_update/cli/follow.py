@@ -110,7 +110,9 @@ class Follower:
                     claimed = runner.kick(self.name)
                     taken = [r.server for r in rows if r.idx in set(decision.resume) & set(claimed)]
                     if taken:
-                        self.view.say(f"took over {', '.join(taken)}: its runner's lease expired")
+                        self.view.say(
+                            f"took over {', '.join(taken)}: left by a runner that stopped or died"
+                        )
                     if claimed or decision.changes:
                         continue
             mine = {idx for name, idx in runner.held() if name == self.name}
