@@ -180,3 +180,16 @@ def test_two_runs_at_once_both_follow_the_rollout_to_its_end(fleet, tmp_path):
     assert {r.status for r in setup.rows()} == {RowStatus.SUCCESS}
     assert all(r.attempts == 1 for r in setup.rows())  # no server updated twice
     setup.assert_hosts_match_rows()
+
+
+def test_a_rollout_that_ends_badly_exits_3_and_says_which_servers_failed(fleet, tmp_path):
+    setup = Setup(fleet, tmp_path, fleet.commits.crash, lease_ttl=20, lanes=4)
+    ran = setup.run("run")
+    assert ran.returncode == 3, ran.stderr
+    rows = setup.rows()
+    assert {r.status for r in rows} == {RowStatus.ROLLED_BACK}
+    for row in rows:
+        assert f"{row.server} Rolled Back: failed, rolled back:" in ran.stderr
+        host = fleet.host(row.server)
+        assert fleet.reported_commit(host) == fleet.running_commit(host) == fleet.commits.base
+    assert "Failure" in ran.stdout.splitlines()[0]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from agent_update.cli.follow import settled, waiting_note
+from agent_update.cli.follow import failures, settled, waiting_note
 from agent_update.cli.output import LiveView, progress_lines, server_lines, summary
 from agent_update.rollout.model import Row, RowStatus, Server, Step, Update, UpdateStatus
 
@@ -80,3 +80,12 @@ def test_server_list_shows_every_field_and_never_the_password():
     (line,) = server_lines([server])
     assert "s3cret" not in line and "agent_password=yes" in line
     assert "self_hosted=yes" in line and "status=Archived" in line
+
+
+def test_failures_are_news_once():
+    seen = {r.idx: r.status for r in rows()}
+    assert failures(seen, rows()) == []
+    failed = rows()
+    failed[1] = failed[1].copy(status=RowStatus.ROLLED_BACK, reason="failed, rolled back: boom")
+    assert failures(seen, failed) == ["web2 Rolled Back: failed, rolled back: boom"]
+    assert failures(seen, failed) == []  # said once

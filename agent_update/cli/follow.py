@@ -19,7 +19,7 @@ from types import FrameType
 
 from agent_update.cli.output import LiveView, progress_lines
 from agent_update.rollout import machine
-from agent_update.rollout.model import Row, Update, UpdateStatus
+from agent_update.rollout.model import FAILED_ROW_STATUSES, Row, RowStatus, Update, UpdateStatus
 from agent_update.rollout.runner import Runner, ThreadLauncher
 from agent_update.service import Service
 
@@ -87,6 +87,16 @@ def waiting_note(rows: list[Row], mine: set[int], now: float) -> str:
     )
 
 
+def failures(seen: dict[int, RowStatus], rows: list[Row]) -> list[str]:
+    """A line for each row that has newly ended badly (``seen`` is updated)."""
+    lines = []
+    for row in rows:
+        if row.status in FAILED_ROW_STATUSES and seen.get(row.idx) is not row.status:
+            lines.append(f"{row.server} {row.status.value}: {row.reason}")
+        seen[row.idx] = row.status
+    return lines
+
+
 class Follower:
     """Drives and watches one update until it settles or the operator stops it."""
 
@@ -95,6 +105,7 @@ class Follower:
         self.runner = service.runner
         self._seen = 0
         self._note = ""
+        self._statuses: dict[int, RowStatus] | None = None  # failures already there are not news
 
     def follow(self) -> Update:
         """The update as it stands when settled, or when interrupted (then ``stopped``)."""
@@ -104,6 +115,10 @@ class Follower:
             update = store.get_update(self.name)
             rows = store.get_rows(self.name, FOLLOW_FIELDS)
             now = self.service.clock()
+            if self._statuses is None:
+                self._statuses = {r.idx: r.status for r in rows}
+            for line in failures(self._statuses, rows):
+                self.view.say(line)
             if not runner.stopping.is_set():
                 decision = machine.decide(update, rows, now)
                 if not decision.idle:  # something to start, take over or record
