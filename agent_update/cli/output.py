@@ -87,7 +87,7 @@ def row_line(row: Row, now: float) -> str:
         f"{row.current_commit[:8]:<8} {row.reported_commit[:8]:<8} "
         f"{duration(row_seconds(row, now)):>7}"
     )
-    return f"{text}  {row.reason}" if row.reason else text
+    return f"{text}  {row.reason}" if row.reason else text.rstrip()
 
 
 def summary(rows: list[Row]) -> str:
@@ -133,7 +133,7 @@ def progress_lines(update: Update, rows: list[Row], now: float, note: str = "") 
     moving = [r for r in rows if r.status.in_flight or (r.lease_owner and not r.status.ended)]
     for row in moving[:MAX_LIVE_ROWS]:
         label = "Starting" if row.step is Step.PRECHECK else row.status.value
-        lines.append(f"  {row.server:<20} {label:<13} {duration(row_seconds(row, now))}")
+        lines.append(f"  {row.server:<20} {label:<13} {duration(row_seconds(row, now))}".rstrip())
     if len(moving) > MAX_LIVE_ROWS:
         lines.append(f"  … and {len(moving) - MAX_LIVE_ROWS} more in flight")
     if note:
