@@ -207,7 +207,8 @@ def build_parser() -> Parser:
     raw = argparse.RawDescriptionHelpFormatter
 
     def command(name: str, help_text: str, **kwargs: Any) -> argparse.ArgumentParser:
-        made = sub.add_parser(name, help=help_text, description=help_text + ".", **kwargs)
+        sentence = help_text[:1].upper() + help_text[1:] + "."
+        made = sub.add_parser(name, help=help_text, description=sentence, **kwargs)
         parser.commands[name] = made
         return made
 
