@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from agent_update.rollout import commands, planner, rules, stall
-from agent_update.rollout.errors import ValidationError
+from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
@@ -83,14 +83,24 @@ class Service:
         rules.validate_update(update)
         resolved = self.git.resolve(update.repo, update.branch, update.commit or None)
         update = update.copy(commit=resolved.commit, commit_message=resolved.message)
-        if update.rollback_to_specific and not self.git.commit_exists(
-            update.repo, update.rollback_commit
-        ):
-            raise ValidationError(
-                "rollback_commit", f"{update.rollback_commit} does not exist in {update.repo}"
-            )
+        self.check_rollback_commit(update)
         rules.validate_update(update, need_commit=True)
         return update
+
+    def check_rollback_commit(self, update: Update) -> None:
+        """The specific rollback commit (when one is set) must still exist upstream.
+
+        Checked at create, and again at Build Plan and Start: a force push may
+        have removed it since, and a rollback to nothing is no rollback.
+        """
+        if not (update.rollback_to_specific and update.rollback_commit):
+            return
+        if not self.git.commit_exists(update.repo, update.rollback_commit):
+            raise ValidationError(
+                "rollback_commit",
+                f"{update.rollback_commit} does not exist in {update.repo} (any more); "
+                "set another rollback commit",
+            )
 
     # ------------------------------------------------------------------ create
     def create(self, update: Update, rows: list[Row] | None = None) -> Update:
@@ -103,16 +113,42 @@ class Service:
     def build_plan(self, name: str) -> Update:
         update = self.store.get_update(name)
         rules.validate_update(update, need_commit=True)  # later edits are re-checked
+        self.check_rollback_commit(update)
         return planner.build_plan(self.store, self.connector, name, self.settings, self.clock)
 
     # ------------------------------------------------------------------- walk
     def start(self, name: str) -> Update:
+        self.check_rollback_commit(self.store.get_update(name))  # git, outside the lock
         with self.store.locked(name):
             update = self.store.get_update(name)
             rules.validate_update(update, need_commit=True)
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
         self.runner.kick(name)
+        return self.store.get_update(name)
+
+    def start_if_ready(self, name: str, *, resume: bool = False) -> Update:
+        """Start a Pending update (resume a Paused one when asked), else leave it.
+
+        The status is read under the lock, so two callers racing on one
+        Pending update both succeed: one starts it, the other finds it
+        Running and follows it. Draft and Planning updates are refused.
+        """
+        update = self.store.get_update(name)
+        if update.status in (UpdateStatus.PENDING, UpdateStatus.PAUSED):
+            self.check_rollback_commit(update)  # git, outside the lock
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            if update.status is UpdateStatus.DRAFT:
+                raise TransitionError(f"{name} is Draft: it needs a plan first (Build Plan)")
+            if update.status is UpdateStatus.PLANNING:
+                raise TransitionError(f"{name} is being planned: wait for Build Plan to end")
+            if update.status is UpdateStatus.PENDING or (
+                resume and update.status is UpdateStatus.PAUSED
+            ):
+                rules.validate_update(update, need_commit=True)
+                started = commands.start(update, self.store.get_rows(name), self.clock())
+                self.store.save_update(started, started.changed_fields(update))
         return self.store.get_update(name)
 
     def pause(self, name: str) -> Update:

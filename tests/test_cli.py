@@ -38,6 +38,7 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
     )
     host = fleet.hosts[0]
     env = {**os.environ, "HOST_PASSWORD": host.agent_password}
+    assert cli(tmp_path, "init").returncode == 0
     added = cli(
         tmp_path,
         "server-add",
@@ -57,11 +58,12 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
         env=env,
     )
     assert added.returncode == 0, added.stderr
-    listed = cli(tmp_path, "servers")
-    assert host.agent_password not in listed.stdout and '"***"' in listed.stdout
+    listed = cli(tmp_path, "server-list", "--json")
+    assert host.agent_password not in listed.stdout
+    assert json.loads(listed.stdout)[0]["agent_password"] is True  # set, not shown
 
     bad = cli(tmp_path, "create", "--branch", "master; id")
-    assert bad.returncode == 2 and "branch:" in bad.stderr
+    assert bad.returncode == 5 and bad.stderr.startswith("agent-update: --branch:"), bad.stderr
 
     created = cli(
         tmp_path,
@@ -75,11 +77,19 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
     )
     assert created.returncode == 0, created.stderr
     name = created.stdout.strip()
-    assert cli(tmp_path, "plan", name).returncode == 0
-    ran = cli(tmp_path, "run", name)
+    planned = cli(tmp_path, "plan", name, "--json")
+    assert planned.returncode == 0, planned.stderr
+    assert json.loads(planned.stdout)["status"] == "Pending"
+    ran = cli(tmp_path, "run", name, "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
+    result = json.loads(ran.stdout)
+    assert result["status"] == "Success" and result["counts"] == {"Success": 1}
+    assert result["rows"][0]["reported_commit"] == fleet.commits.good2
     assert "Success" in cli(tmp_path, "status", name).stdout
     assert fleet.running_commit(host) == fleet.commits.good2
+    watched = cli(tmp_path, "status", name, "--watch", "--interval", "0.2")
+    assert watched.returncode == 0 and "Success" in watched.stdout  # settled: returns at once
 
     again = cli(tmp_path, "pause", name)
-    assert again.returncode == 2 and "Pause needs a Running update" in again.stderr
+    assert again.returncode == 5 and "Pause needs a Running update" in again.stderr
+    assert again.stderr.count("\n") == 1

@@ -44,6 +44,7 @@ def registry(fleet, tmp_path, hosts) -> None:
             }
         )
     )
+    assert cli(tmp_path, "init").returncode == 0
     for host in hosts:
         env = {**os.environ, "HOST_PASSWORD": host.agent_password}
         added = cli(
@@ -75,7 +76,7 @@ def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
     hosts = fleet.hosts[:3]
     registry(fleet, tmp_path, hosts)
     bad = cli(tmp_path, "create", "--waves", "1, lots", *TIMEOUTS)
-    assert bad.returncode == 2 and "waves: 'lots' is not a number" in bad.stderr
+    assert bad.returncode == 5 and "--waves: 'lots' is not a number" in bad.stderr, bad.stderr
     created = cli(
         tmp_path,
         "create",
@@ -101,10 +102,10 @@ def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
     assert cli(tmp_path, "plan", second).returncode == 0
     aborted = cli(tmp_path, "abort", second, "--reason", "wrong commit")
     assert aborted.returncode == 0, aborted.stderr
-    assert f"{second}: Aborted" in aborted.stdout and "wrong commit" in aborted.stdout
+    assert f"{second}  Aborted" in aborted.stdout and "wrong commit" in aborted.stdout
     assert {h.name: fleet.program_states(h)["agent:web"][1] for h in hosts} == pids
     again = cli(tmp_path, "resume", second)
-    assert again.returncode == 2 and "Resume needs a Paused update, not Aborted" in again.stderr
+    assert again.returncode == 5 and "Resume needs a Paused update, not Aborted" in again.stderr
 
 
 def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
@@ -132,7 +133,7 @@ def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
             runner.kill()
             runner.wait()
     stalled = [t for t in ticks if t.returncode]
-    assert stalled and stalled[0].returncode == 4, [t.stdout + t.stderr for t in ticks]
+    assert stalled and stalled[0].returncode == 6, [t.stdout + t.stderr for t in ticks]
     assert f"STALLED {name}: no server ended in" in stalled[0].stdout
     assert runner.returncode == 0, out + err  # the alert acted on nothing
     assert fleet.running_commit(host) == fleet.commits.slow

@@ -105,10 +105,43 @@ class Runner:
         self.listener = listener
         self.clock = clock
         self.sleep = sleep
+        # Graceful stop (first Ctrl-C): start nothing new, let rows in flight end.
+        self.stopping = threading.Event()
+        # Abandon (second Ctrl-C): stop renewing and writing; leases handed back.
+        self.abandoned = threading.Event()
+        self._held: dict[tuple[str, int], str] = {}
+        self._held_lock = threading.Lock()
+
+    # ------------------------------------------------------------ stopping
+    def stop_starting(self) -> None:
+        """Start no new row and take over none; rows in flight finish."""
+        self.stopping.set()
+
+    def abandon(self) -> list[tuple[str, int]]:
+        """Stop at once: hand back every lease this runner holds.
+
+        The rows keep their stored step, so the next runner resumes them
+        immediately (re-observing first) instead of waiting out the lease.
+        """
+        self.stopping.set()
+        self.abandoned.set()
+        with self._held_lock:  # a heartbeat renews under this lock: none re-claims after
+            held = dict(self._held)
+            for (name, idx), owner in held.items():
+                with contextlib.suppress(Exception):
+                    self.store.release_row(name, idx, owner)
+        return sorted(held)
+
+    def held(self) -> list[tuple[str, int]]:
+        """The rows this runner is working on now."""
+        with self._held_lock:
+            return sorted(self._held)
 
     # ------------------------------------------------------------ update level
     def kick(self, name: str, owner: str | None = None) -> list[int]:
         """Decide under the lock, claim rows, then launch them (outside the lock)."""
+        if self.abandoned.is_set():
+            return []
         owner = owner or new_owner()
         ttl = self.settings.lease_ttl
         claimed: list[int] = []
@@ -121,6 +154,8 @@ class Runner:
                 update = update.copy(**decision.changes)
                 self.store.save_update(update, decision.changes)
             by_idx = {r.idx: r for r in tally.pending}
+            if self.stopping.is_set():
+                decision.resume, decision.start, decision.rollback = [], [], []
             for idx in decision.resume:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     claimed.append(idx)
@@ -135,6 +170,9 @@ class Runner:
                     back = machine.abort_rollback(row)
                     self.store.save_row(name, back, back.changed_fields(row), owner)
                     claimed.append(idx)
+        if isinstance(self.launcher, ThreadLauncher):  # rows run here: held from the claim on
+            with self._held_lock:
+                self._held.update({(name, idx): owner for idx in claimed})
         if decision.changes:
             self._notify(name, None, update)
         for idx in claimed:
@@ -152,12 +190,16 @@ class Runner:
         )
         beat = _Heartbeat(self, name, idx, owner)
         signalled = False
+        with self._held_lock:
+            self._held[(name, idx)] = owner
         try:
             beat.start()
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
                     break
+                if action is RowAction.PRECHECK and self.stopping.is_set():
+                    break  # not started yet: handed back untouched, the next runner takes it
                 if action is not RowAction.PRECHECK and not signalled:
                     self.hooks.before_update(update, row)
                     signalled = True
@@ -170,6 +212,8 @@ class Runner:
             beat.stop()
             link.close()
             self.store.release_row(name, idx, owner)
+            with self._held_lock:
+                self._held.pop((name, idx), None)
         self.kick(name)
         return row
 
@@ -251,14 +295,22 @@ class _Heartbeat:
         self._stop.set()
 
     def check(self) -> None:
+        if self.runner.abandoned.is_set():
+            raise LeaseLost(f"row {self.idx} of {self.name} was handed back")
         if self.lost:
             raise LeaseLost(f"row {self.idx} of {self.name} was taken over")
 
     def _renew(self) -> None:
-        settings, store = self.runner.settings, self.runner.store
-        now = self.runner.clock()
-        if not store.claim_row(self.name, self.idx, self.owner, now, settings.lease_ttl):
-            self.lost = True
+        runner = self.runner
+        with runner._held_lock:
+            if runner.abandoned.is_set():  # never re-claim a handed-back lease
+                self.lost = True
+                return
+            now = runner.clock()
+            if not runner.store.claim_row(
+                self.name, self.idx, self.owner, now, runner.settings.lease_ttl
+            ):
+                self.lost = True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):
