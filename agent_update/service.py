@@ -112,11 +112,13 @@ class Service:
             self.store.save_update(update, ["status"])
         return update
 
-    def resume(self, name: str) -> Update:
+    def resume(self, name: str, kick: bool = True) -> Update:
+        """Paused -> Running under the lock; ``kick=False`` leaves the kick to a job."""
         with self.store.locked(name):
             update = commands.resume(self.store.get_update(name))
             self.store.save_update(update, ["status"])
-        self.runner.kick(name)
+        if kick:
+            self.runner.kick(name)
         return self.store.get_update(name)
 
     def force_continue(self, name: str) -> Update:

@@ -41,6 +41,13 @@ class Stored:
 
 
 class AgentUpdate(Document):
+    def onload(self) -> None:
+        """The form's warning when the app's queue or its workers cannot carry the lanes."""
+        if not self.is_new():
+            from agent_update.api import queue_warning
+
+            self.set_onload("queue_warning", queue_warning(self.name))
+
     def validate(self) -> None:
         if self.flags.from_engine:  # split batches: already checked by the engine
             self.set_progress()
