@@ -136,6 +136,7 @@ def _keep_engine_state(doc: AgentUpdate, stored: Stored) -> None:
         for name in codec.ENGINE_ROW_FIELDS:
             column = codec.ROW_COLUMNS[name].column
             row.set(column, source.get(column) if source else fresh[column])
+        row.set(codec.DURATION_COLUMN, source.get(codec.DURATION_COLUMN) if source else 0)
 
 
 def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:
