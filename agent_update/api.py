@@ -106,7 +106,7 @@ def pause(name: str, now: bool = False) -> dict[str, Any]:
     _check(name)
     with frappe_errors():
         update = get_service().pause(name)
-    _note(name, "Paused")
+    _note(name, _("paused this update"))
     notify_update(name, update.status.value)
     return {"name": name, "job_id": None, "queued": False, "status": update.status.value}
 
@@ -117,20 +117,21 @@ def resume(name: str, now: bool = False) -> dict[str, Any]:
     _check(name)
     with frappe_errors():
         get_service().resume(name, kick=False)
-    _note(name, "Resumed")
+    _note(name, _("resumed this update"))
     notify_update(name)
     return _enqueue("kick", name, now)
 
 
 def _note(name: str, what: str) -> None:
-    """Who paused or resumed, on the update's timeline."""
+    """Who paused or resumed, on the update's timeline (the comment's owner)."""
     frappe.get_doc(
         {
             "doctype": "Comment",
             "comment_type": "Info",
             "reference_doctype": codec.UPDATE_DOCTYPE,
             "reference_name": name,
-            "content": _("{0} by {1}").format(_(what), frappe.session.user),
+            "content": what,  # the timeline puts the user's name before it
+            "comment_email": frappe.session.user,
         }
     ).insert(ignore_permissions=True)
     frappe.db.commit()
@@ -205,7 +206,16 @@ def summary(name: str) -> dict[str, Any]:
     }
 
 
-ROW_STATE_FIELDS = ("idx", "status", "agent_status", "reason", "reported_commit", "start", "end")
+ROW_STATE_FIELDS = (
+    "idx",
+    "status",
+    "agent_status",
+    "reason",
+    "reported_commit",
+    "start",
+    "end",
+    codec.DURATION_COLUMN,
+)
 
 
 @frappe.whitelist()

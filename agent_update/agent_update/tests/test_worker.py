@@ -200,6 +200,7 @@ class TestPauseRace(WorkerCase):
 
     FLEET_SIZE = 3
     SERVER_TYPE = "Loopback Pause"
+    LEASE_TTL = 60.0  # no worker dies here: a claim waiting for its job must not expire
 
     def untouched(self) -> dict[str, tuple[str, str, dict]]:
         """What each host runs, has checked out and its program pids, right now."""
@@ -232,7 +233,7 @@ class TestPauseRace(WorkerCase):
     def test_pause_while_verifying_with_one_worker_starts_no_new_server(self) -> None:
         slow, base = self.fleet.commits.slow, self.fleet.commits.base
         worker = self.worker()  # ONE worker: the Pause must not queue behind the row job
-        doc = self.new_update(commit=slow)
+        doc = self.new_update(commit=slow, lanes=1)
         api.build_plan(doc.name)
         self.wait(lambda: self.status(doc.name) == "Pending", WORKER_START, "Build Plan")
         before = self.untouched()
@@ -264,10 +265,13 @@ class TestPauseRace(WorkerCase):
         notes = frappe.get_all(
             "Comment",
             filters={"reference_name": doc.name, "comment_type": "Info"},
-            pluck="content",
+            fields=["owner", "content"],
+            order_by="creation asc",
         )
-        self.assertIn("Paused by Administrator", notes)
-        self.assertIn("Resumed by Administrator", notes)
+        self.assertEqual(
+            [(n.owner, n.content) for n in notes],
+            [("Administrator", "paused this update"), ("Administrator", "resumed this update")],
+        )
 
     def test_rows_claimed_before_pause_go_back_to_pending_with_several_workers(self) -> None:
         slow = self.fleet.commits.slow
@@ -287,7 +291,7 @@ class TestPauseRace(WorkerCase):
         for claim in claims:  # the jobs the claims would have queued, now behind the Pause
             launch(*claim)
         for claim in claims:
-            self.wait(lambda c=claim: self.job_done(row_job_id(*c)), 60, "the held-back row jobs")
+            self.wait(lambda c=claim: self.job_done(row_job_id(*c)), 90, "the held-back row jobs")
         rows = self.load(doc.name).servers
         for row in rows:
             self.assert_never_started(row, before[row.server])

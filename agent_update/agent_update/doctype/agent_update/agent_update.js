@@ -11,7 +11,15 @@
 	const LIVE = ["Planning", "Running", "Paused"];
 	const FINAL = ["Success", "Partial Success", "Failure"];
 	const ENDED = ["Skipped", "Success", "Failure", "Rolled Back", "Fatal"];
-	const ROW_FIELDS = ["status", "agent_status", "reason", "reported_commit", "start", "end"];
+	const ROW_FIELDS = [
+		"status",
+		"agent_status",
+		"reason",
+		"reported_commit",
+		"start",
+		"end",
+		"duration",
+	];
 	const POLL_FAST = 2000; // a live status, or just after a button: the change is near
 	const POLL_SLOW = 10000; // Draft/Pending: someone else may press a button
 	const ROW_COLORS = {
@@ -27,10 +35,32 @@
 		Fatal: "red",
 	};
 
+	const esc = (text) => frappe.utils.escape_html(text);
+	const short_commit = (value) =>
+		value
+			? `<span class="text-monospace" title="${esc(value)}">${esc(value.slice(0, 10))}</span>`
+			: "";
+	const FORMATTERS = {
+		status(value, df, options, doc) {
+			if (!value) return "";
+			const took =
+				doc && ENDED.includes(value) && doc.duration
+					? ` <span class="text-muted">${agent_update.took(doc.duration)}</span>`
+					: "";
+			return `<span class="indicator-pill ${ROW_COLORS[value] || "gray"}">${esc(
+				__(value)
+			)}</span>${took}`;
+		},
+		reason(value) {
+			return value ? `<span title="${esc(value)}">${esc(value)}</span>` : "";
+		},
+		current_commit: short_commit,
+		reported_commit: short_commit,
+	};
+
 	frappe.ui.form.on("Agent Update", {
 		setup(frm) {
 			frm.set_indicator_formatter("server", (row) => ROW_COLORS[row.status] || "gray");
-			agent_update.formatters();
 		},
 
 		onload(frm) {
@@ -38,6 +68,7 @@
 		},
 
 		refresh(frm) {
+			agent_update.formatters(frm);
 			agent_update.lock(frm);
 			agent_update.buttons(frm);
 			agent_update.progress(frm);
@@ -187,31 +218,33 @@
 			}
 		},
 
-		formatters() {
-			// Status as a coloured pill, reason whole in a tooltip, commits short with the full hash.
-			const fields = frappe.meta.docfield_map["Agent Update Server"] || {};
-			const esc = frappe.utils.escape_html;
-			if (fields.status) {
-				fields.status.formatter = (value) =>
-					value
-						? `<span class="indicator-pill ${ROW_COLORS[value] || "gray"}" title="${esc(
-								__(value)
-						  )}">${esc(__(value))}</span>`
-						: "";
-			}
-			if (fields.reason) {
-				fields.reason.formatter = (value) =>
-					value ? `<span title="${esc(value)}">${esc(value)}</span>` : "";
-			}
-			["current_commit", "reported_commit"].forEach((name) => {
-				if (!fields[name]) return;
-				fields[name].formatter = (value) =>
-					value
-						? `<span class="text-monospace" title="${esc(value)}">${esc(
-								value.slice(0, 10)
-						  )}</span>`
-						: "";
+		formatters(frm) {
+			// Status as a coloured pill (and how long an ended server took), reason whole in a
+			// tooltip, commits short with the full hash. Set on the doctype's fields (copied
+			// for documents loaded later) and on this grid's rows, which format with their own
+			// copies and pass the row.
+			const map = frappe.meta.docfield_map["Agent Update Server"] || {};
+			const grid = frm.fields_dict.servers && frm.fields_dict.servers.grid;
+			let changed = false;
+			Object.keys(FORMATTERS).forEach((fieldname) => {
+				const formatter = FORMATTERS[fieldname];
+				if (map[fieldname]) map[fieldname].formatter = formatter;
+				if (!grid) return;
+				const copies = [
+					...(grid.docfields || []),
+					...(grid.grid_rows || []).flatMap((row) => row.docfields || []),
+				].filter((df) => df && df.fieldname === fieldname);
+				if (copies.some((df) => df.formatter !== formatter)) {
+					grid.update_docfield_property(fieldname, "formatter", formatter);
+					changed = true;
+				}
 			});
+			if (changed) frm.refresh_field("servers");
+		},
+
+		took(seconds) {
+			const s = Math.round(seconds);
+			return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${s % 60}s`;
 		},
 
 		warn(frm, text) {
