@@ -225,7 +225,7 @@ def state(name: str) -> dict[str, Any]:
     parent = frappe.db.get_value(
         codec.UPDATE_DOCTYPE,
         name,
-        ["status", "halted", "halt_reason", "progress", "modified"],
+        ["status", "halted", "halt_reason", "stuck_at_planning_reason", "progress", "modified"],
         as_dict=True,
     )
     if not parent:

@@ -319,7 +319,8 @@
 			const moved =
 				state.status !== frm.doc.status ||
 				cint(state.halted) !== cint(frm.doc.halted) ||
-				(state.halt_reason || "") !== (frm.doc.halt_reason || "");
+				(state.halt_reason || "") !== (frm.doc.halt_reason || "") ||
+				(state.stuck_at_planning_reason || "") !== (frm.doc.stuck_at_planning_reason || "");
 			if (moved) {
 				frm.__agent_update_expect = 0;
 				if (frm.is_dirty()) {
