@@ -4,9 +4,12 @@ The desk, ``bench --site S execute agent_update.api.<method> --kwargs "{...}"``,
 ``bench console`` and REST (/api/method/agent_update.api.<method>) all call
 these. Each checks the caller's permission, checks with the engine's pure
 rules that the action applies now (so a refusal is shown at once), then
-enqueues the work under a fixed job id with ``deduplicate=True``: a double
-click never runs twice. ``now=True`` runs the action, and every row it
-starts, in this process instead (no worker needed; used by the tests).
+enqueues the work on the app's own queue under a fixed job id with
+``deduplicate=True``: a double click never runs twice. Pause and Resume
+change the update's status in the request itself, under the store's lock,
+so they never wait behind a row job; only Resume's kick is queued.
+``now=True`` runs the work, and every row it starts, in this process
+instead (no worker needed; used by the tests).
 """
 
 from __future__ import annotations
@@ -16,15 +19,21 @@ from collections.abc import Callable
 from typing import Any
 
 import frappe
+from frappe import _
 from frappe.utils import cint
 
 from agent_update import frappe_codec as codec
-from agent_update.frappe_service import INLINE_FLAG, frappe_errors, get_service
+from agent_update.frappe_service import (
+    INLINE_FLAG,
+    app_queue,
+    frappe_errors,
+    get_service,
+    notify_update,
+    queue_info,
+)
 from agent_update.rollout import commands, rules
 from agent_update.rollout.model import Row, Update
 from agent_update.rollout.split import split as split_rows
-
-QUEUES = {"build_plan": "long"}  # probing many agents can take a while
 
 
 def _check(name: str | None, ptype: str = "write") -> None:
@@ -38,7 +47,7 @@ def _enqueue(action: str, name: str, now: bool, **kwargs: Any) -> dict[str, Any]
         frappe.flags[INLINE_FLAG] = True
     job = frappe.enqueue(
         f"agent_update.tasks.{action}",
-        queue=QUEUES.get(action, "default"),
+        queue=app_queue(),
         job_id=job_id,
         deduplicate=True,
         now=now,
@@ -93,14 +102,39 @@ def start(name: str, now: bool = False) -> dict[str, Any]:
 
 @frappe.whitelist()
 def pause(name: str, now: bool = False) -> dict[str, Any]:
-    """Running -> Paused: servers in flight finish, no new one starts."""
-    return _act(name, "pause", now, lambda update, _rows: commands.pause(update))
+    """Running -> Paused, stored before this returns: in-flight servers finish, none starts."""
+    _check(name)
+    with frappe_errors():
+        update = get_service().pause(name)
+    _note(name, _("paused this update"))
+    notify_update(name, update.status.value)
+    return {"name": name, "job_id": None, "queued": False, "status": update.status.value}
 
 
 @frappe.whitelist()
 def resume(name: str, now: bool = False) -> dict[str, Any]:
-    """Paused (by hand or by test mode) -> Running."""
-    return _act(name, "resume", now, lambda update, _rows: commands.resume(update))
+    """Paused (by hand or by test mode) -> Running at once; the kick that starts rows is queued."""
+    _check(name)
+    with frappe_errors():
+        get_service().resume(name, kick=False)
+    _note(name, _("resumed this update"))
+    notify_update(name)
+    return _enqueue("kick", name, now)
+
+
+def _note(name: str, what: str) -> None:
+    """Who paused or resumed, on the update's timeline (the comment's owner)."""
+    frappe.get_doc(
+        {
+            "doctype": "Comment",
+            "comment_type": "Info",
+            "reference_doctype": codec.UPDATE_DOCTYPE,
+            "reference_name": name,
+            "content": what,  # the timeline puts the user's name before it
+            "comment_email": frappe.session.user,
+        }
+    ).insert(ignore_permissions=True)
+    frappe.db.commit()
 
 
 @frappe.whitelist()
@@ -110,17 +144,15 @@ def abort(name: str, rollback: bool = False, reason: str = "", now: bool = False
     With ``rollback``, the servers this update changed are rolled back before
     it ends Aborted. Unlike Pause, there is no Resume.
     """
+    _check(name)
     back, why = bool(cint(rollback)), (reason or "").strip()
     if not why:
         why = f"aborted by {frappe.session.user}"
-    return _act(
-        name,
-        "abort",
-        now,
-        lambda update, _rows: commands.abort(update, time.time(), rollback=back, reason=why),
-        rollback=back,
-        reason=why,
-    )
+    with frappe_errors():  # stored before this returns; only the wind-down is queued
+        get_service().abort(name, rollback=back, reason=why, kick=False)
+    _note(name, _("aborted this update: {0}").format(why))
+    notify_update(name)
+    return _enqueue("kick", name, now)
 
 
 @frappe.whitelist()
@@ -215,3 +247,54 @@ def summary(name: str) -> dict[str, Any]:
             for r in rows
         ],
     }
+
+
+ROW_STATE_FIELDS = (
+    "idx",
+    "status",
+    "agent_status",
+    "reason",
+    "reported_commit",
+    "start",
+    "end",
+    codec.DURATION_COLUMN,
+)
+
+
+@frappe.whitelist()
+def state(name: str) -> dict[str, Any]:
+    """What the form polls without realtime: the stored status and each row's shown fields."""
+    _check(name, "read")
+    parent = frappe.db.get_value(
+        codec.UPDATE_DOCTYPE,
+        name,
+        ["status", "halted", "halt_reason", "stuck_at_planning_reason", "progress", "modified"],
+        as_dict=True,
+    )
+    if not parent:
+        raise frappe.DoesNotExistError(f"{codec.UPDATE_DOCTYPE} {name} not found")
+    rows = frappe.get_all(
+        codec.ROW_DOCTYPE,
+        filters={"parent": name, "parenttype": codec.UPDATE_DOCTYPE, "parentfield": "servers"},
+        fields=list(ROW_STATE_FIELDS),
+        order_by="idx asc",
+    )
+    return {"name": name, **parent, "rows": rows, "queue_warning": queue_warning(name)}
+
+
+def queue_warning(name: str) -> str:
+    """Why this update may run slower than its lanes say, or "" (unfinished updates only)."""
+    status, lanes = frappe.db.get_value(codec.UPDATE_DOCTYPE, name, ["status", "lanes"])
+    if status in ("Success", "Partial Success", "Failure"):
+        return ""
+    return queue_info().warning(cint(lanes) or 1)
+
+
+@frappe.whitelist(methods=["POST"])
+def set_ssh_private_key(key: str = "") -> dict[str, str]:
+    """Check, encrypt and store a pasted key (empty: remove it); only its fingerprint returns."""
+    frappe.has_permission(codec.SETTINGS_DOCTYPE, "write", throw=True)
+    settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+    settings.ssh_private_key = key or ""
+    settings.save()
+    return {"fingerprint": settings.ssh_key_fingerprint or ""}

@@ -222,8 +222,22 @@ def update_values(update: Update, names: Iterable[str]) -> dict[str, Any]:
     return {UPDATE_COLUMNS[n].column: UPDATE_COLUMNS[n].to_doc(getattr(update, n)) for n in names}
 
 
+DURATION_COLUMN = "duration"  # display only: seconds from the precheck to the row's end
+
+
 def row_values(row: Row, names: Iterable[str]) -> dict[str, Any]:
-    return {ROW_COLUMNS[n].column: ROW_COLUMNS[n].to_doc(getattr(row, n)) for n in names}
+    """Doc field -> doc value; a change of a row's times refreshes its Duration too."""
+    names = list(names)
+    values = {ROW_COLUMNS[n].column: ROW_COLUMNS[n].to_doc(getattr(row, n)) for n in names}
+    if "started_at" in names or "ended_at" in names:
+        values[DURATION_COLUMN] = row_duration(row)
+    return values
+
+
+def row_duration(row: Row) -> float:
+    if row.started_at is None or row.ended_at is None:
+        return 0.0
+    return round(max(row.ended_at - row.started_at, 0.0), 1)
 
 
 def row_payload(row: Row) -> dict[str, Any]:

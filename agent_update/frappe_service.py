@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import frappe
 from frappe import _
@@ -64,6 +65,72 @@ def engine_settings() -> EngineSettings:
     )
 
 
+# -------------------------------------------------------------------- queue
+
+APP_QUEUE = "agent_update"  # the app's own RQ queue: framework jobs never delay ours
+FALLBACK_QUEUE = "long"
+
+
+@dataclass(frozen=True)
+class QueueInfo:
+    """Where the app's jobs go, how many workers take them, and what is wrong with that."""
+
+    queue: str
+    configured: bool
+    workers: int
+
+    def needed(self, lanes: int) -> int:
+        """One worker per lane, plus one so Build Plan, Start and Resume never wait."""
+        return max(lanes, 1) + 1
+
+    def warning(self, lanes: int) -> str:
+        notes = []
+        if not self.configured:
+            notes.append(
+                _(
+                    "The {0} queue is not configured: jobs run on {1}, behind the "
+                    "framework's jobs (see docs/frappe.md)."
+                ).format(APP_QUEUE, FALLBACK_QUEUE)
+            )
+        if self.workers < self.needed(lanes):
+            notes.append(
+                _(
+                    "{0} lanes need {1} workers on the {2} queue; {3} available: "
+                    "servers will run fewer at a time."
+                ).format(lanes, self.needed(lanes), self.queue, self.workers)
+            )
+        return " ".join(notes)
+
+
+def app_queue() -> str:
+    """``agent_update`` when common_site_config's ``workers`` declares it, else ``long``."""
+    from frappe.utils.background_jobs import get_queues_timeout
+
+    if APP_QUEUE in get_queues_timeout():
+        return APP_QUEUE
+    if not _warned:
+        _warned.append(True)
+        frappe.logger("agent_update").warning(
+            f"queue {APP_QUEUE!r} is not in common_site_config workers: using {FALLBACK_QUEUE!r}"
+        )
+    return FALLBACK_QUEUE
+
+
+_warned: list[bool] = []  # the fallback is logged once per process
+
+
+def queue_info() -> QueueInfo:
+    """The app's queue and the live workers that listen on it (0 when Redis is down)."""
+    from frappe.utils.background_jobs import get_queue, get_workers
+
+    queue = app_queue()
+    try:
+        workers = len(get_workers(get_queue(queue)))
+    except Exception:  # Redis down: no worker takes anything
+        workers = 0
+    return QueueInfo(queue=queue, configured=queue == APP_QUEUE, workers=workers)
+
+
 # ------------------------------------------------------------------ launcher
 
 
@@ -73,7 +140,7 @@ def row_job_id(name: str, idx: int, owner: str) -> str:
 
 
 class JobLauncher:
-    """The runner's launcher: an RQ job on the long queue per claimed row."""
+    """The runner's launcher: an RQ job on the app's queue per claimed row."""
 
     def __init__(self) -> None:
         self.runner: Runner | None = None
@@ -85,7 +152,7 @@ class JobLauncher:
             return
         frappe.enqueue(
             "agent_update.tasks.run_row",
-            queue="long",
+            queue=app_queue(),
             timeout=row_timeout(name),
             job_id=row_job_id(name, idx, owner),
             deduplicate=True,

@@ -157,21 +157,29 @@ class Service:
             self.store.save_update(update, ["status"])
         return update
 
-    def resume(self, name: str) -> Update:
+    def resume(self, name: str, kick: bool = True) -> Update:
+        """Paused -> Running under the lock; ``kick=False`` leaves the kick to a job."""
         with self.store.locked(name):
             update = self.store.get_update(name)
             resumed = commands.resume(update)
             self.store.save_update(resumed, resumed.changed_fields(update))
-        self.runner.kick(name)
+        if kick:
+            self.runner.kick(name)
         return self.store.get_update(name)
 
-    def abort(self, name: str, *, rollback: bool = False, reason: str = "") -> Update:
-        """Stop for good (see commands.abort); the runner winds down what is in flight."""
+    def abort(
+        self, name: str, *, rollback: bool = False, reason: str = "", kick: bool = True
+    ) -> Update:
+        """Stop for good (see commands.abort); the runner winds down what is in flight.
+
+        ``kick=False`` leaves the kick to a job (the desk writes the state in the request).
+        """
         with self.store.locked(name):
             update = self.store.get_update(name)
             aborted = commands.abort(update, self.clock(), rollback=rollback, reason=reason)
             self.store.save_update(aborted, aborted.changed_fields(update))
-        self.runner.kick(name)
+        if kick:
+            self.runner.kick(name)
         return self.store.get_update(name)
 
     def force_continue(self, name: str) -> Update:

@@ -1,6 +1,7 @@
 """RQ job entry points (the buttons' work, one job per row) and the watchdog tick.
 
-The API enqueues these; each builds the engine's Service for the site and
+The API enqueues these on the app's queue (Pause and Resume change the
+status in the request; Resume then queues a kick); each builds the engine's Service for the site and
 calls it. A row job walks its server to an end state and then kicks the
 update, which enqueues the next row at once: no waiting for a tick. The
 scheduler's ``tick`` (every minute) only resumes what a dead worker left:
@@ -42,8 +43,9 @@ def run_row(name: str, idx: int, owner: str) -> None:
 
 
 def kick(name: str) -> None:
-    """Take the update-level decision now and launch what it starts."""
-    get_service().runner.kick(name)
+    """Take the update-level decision now and launch what it starts (Resume queues this)."""
+    with _reported(name, "Resume"):
+        get_service().runner.kick(name)
 
 
 def build_plan(name: str) -> None:
@@ -54,21 +56,6 @@ def build_plan(name: str) -> None:
 def start(name: str) -> None:
     with _reported(name, "Start"):
         get_service().start(name)
-
-
-def pause(name: str) -> None:
-    with _reported(name, "Pause"):
-        get_service().pause(name)
-
-
-def resume(name: str) -> None:
-    with _reported(name, "Resume"):
-        get_service().resume(name)
-
-
-def abort(name: str, rollback: bool = False, reason: str = "") -> None:
-    with _reported(name, "Abort"):
-        get_service().abort(name, rollback=bool(rollback), reason=reason)
 
 
 def force_continue(name: str) -> None:

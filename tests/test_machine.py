@@ -316,3 +316,29 @@ def test_a_program_supervisor_gave_up_on_fails_at_once():
     backoff = {"agent:web": ("BACKOFF", None), "agent:worker-0": ("RUNNING", 11)}
     waiting = machine.after_probe(u, row, ProbeObs(pong=True, commit=NEW, programs=backoff), 1)
     assert waiting.status is RowStatus.VERIFYING  # still retrying: keep waiting
+
+
+def test_a_claimed_row_is_held_back_when_the_update_stopped_before_its_precheck():
+    row = machine.claim(pending(1)[0])
+    assert machine.held_back(upd(), row) is None  # Running: the precheck goes on
+    for stopped in (upd(status=UpdateStatus.PAUSED), upd(halted=True, halt_reason="x")):
+        back = machine.held_back(stopped, row)
+        assert back is not None
+        assert (back.status, back.step, back.started_at, back.attempts) == (
+            RowStatus.PENDING,
+            Step.NONE,
+            None,
+            0,
+        )
+        assert "back to Pending" in back.log
+        assert machine.row_action(back) is RowAction.NONE
+        assert machine.decide(upd(), [back], 0).start == [1]  # Resume starts it again
+    in_flight = to_verifying(upd(), row)
+    assert machine.held_back(upd(status=UpdateStatus.PAUSED), in_flight) is None  # finishes
+
+
+def test_a_resumed_row_says_so_and_by_whom():
+    row = pending(1)[0].copy(status=RowStatus.RUNNING, step=Step.COMMAND_SENT, log="x")
+    assert machine.resumed(row, "h:2:b", "h:1:a").log.endswith(
+        "resumed by h:2:b (h:1:a's lease expired)"
+    )

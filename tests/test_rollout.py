@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_update.rollout.model import RowStatus, UpdateStatus
+from agent_update.rollout.model import RowStatus, Step, UpdateStatus
 from agent_update.testing.harness import fleet_service, fleet_update
 
 pytestmark = pytest.mark.fleet
@@ -197,6 +197,30 @@ def test_pause_mid_rollout_finishes_the_row_in_flight(reset, tmp_path):
     assert service.drive(update.name, timeout=120).status is UpdateStatus.SUCCESS
     for host in fleet.hosts[:3]:
         assert on(fleet, host.name)[1] == fleet.commits.slow
+
+
+def test_a_row_claimed_before_pause_goes_back_to_pending_untouched(reset, tmp_path):
+    fleet = reset
+    claims = []
+    service = service_for(fleet, tmp_path, hosts=2, launcher=lambda *a: claims.append(a))
+    update = service.create(fleet_update(fleet.commits.good))
+    service.build_plan(update.name)
+    service.start(update.name)  # claims row 1; its job has not run yet
+    assert [idx for _, idx, _ in claims] == [1]
+    service.pause(update.name)
+    name, idx, owner = claims[0]
+    row = service.runner.run_row(name, idx, owner)
+    assert (row.status, row.step, row.started_at, row.attempts) == (
+        RowStatus.PENDING,
+        Step.NONE,
+        None,
+        0,
+    )
+    stored = service.store.get_row(name, idx)
+    assert stored == row and not stored.lease_owner
+    assert on(fleet, fleet.hosts[0].name) == (fleet.commits.base, fleet.commits.base)
+    assert len(claims) == 1  # the kick after it started nothing while Paused
+    assert service.store.get_update(name).status is UpdateStatus.PAUSED
 
 
 def test_precheck_fails_when_a_program_is_down_then_force_continue(reset, tmp_path):

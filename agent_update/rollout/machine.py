@@ -96,6 +96,30 @@ def claim(row: Row) -> Row:
     return row.copy(step=Step.PRECHECK)
 
 
+def held_back(update: Update, row: Row) -> Row | None:
+    """A claimed row whose update no longer starts servers: back to Pending, untouched.
+
+    Pause (or a halt) may land between the claim and the precheck; the
+    server has not been touched yet, so it waits for Resume like any
+    Pending row. None: go on with the precheck.
+    """
+    if row_action(row) is not RowAction.PRECHECK:
+        return None
+    if update.status is UpdateStatus.RUNNING and not update.halted:
+        return None
+    why = "halted" if update.halted else update.status.value
+    return row.copy(
+        step=Step.NONE,
+        log=append_log(row.log, f"not started: the update is {why}; back to Pending"),
+    )
+
+
+def resumed(row: Row, owner: str, previous: str) -> Row:
+    """An orphaned row taken over by a new runner: its log says so, and by whom."""
+    was = f"{previous}'s lease expired" if previous else "its runner stopped"
+    return row.copy(log=append_log(row.log, f"resumed by {owner} ({was})"))
+
+
 def _end(row: Row, status: RowStatus, now: float, reason: str | None = None) -> Row:
     return row.copy(
         status=status,

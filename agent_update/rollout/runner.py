@@ -158,6 +158,10 @@ class Runner:
                 decision.resume, decision.start, decision.rollback = [], [], []
             for idx in decision.resume:
                 if self.store.claim_row(name, idx, owner, now, ttl):
+                    row = machine.resumed(
+                        self.store.get_row(name, idx), owner, by_idx[idx].lease_owner
+                    )
+                    self.store.save_row(name, row, ["log"], owner)
                     claimed.append(idx)
             for idx in decision.start:
                 if self.store.claim_row(name, idx, owner, now, ttl):
@@ -182,6 +186,14 @@ class Runner:
     # --------------------------------------------------------------- row level
     def run_row(self, name: str, idx: int, owner: str) -> Row:
         """Walk one claimed row to its end; then start what comes next."""
+        try:
+            held = self._hold_back(name, idx, owner)
+        except LeaseLost:
+            return self.store.get_row(name, idx)
+        if held is not None:
+            self.store.release_row(name, idx, owner)
+            self.kick(name)
+            return self.store.get_row(name, idx)
         update = self.store.get_update(name)
         row = self.store.get_row(name, idx)
         server = self.store.get_server(row.server)
@@ -216,6 +228,17 @@ class Runner:
                 self._held.pop((name, idx), None)
         self.kick(name)
         return row
+
+    def _hold_back(self, name: str, idx: int, owner: str) -> Row | None:
+        """Under the lock Pause takes: a row not prechecked yet waits if the update stopped."""
+        with self.store.locked(name):
+            row = self.store.get_row(name, idx)
+            held = machine.held_back(self.store.get_update(name), row)
+            if held is not None:
+                self.store.save_row(name, held, held.changed_fields(row), owner)
+        if held is not None:
+            self._notify(name, held, None)
+        return held
 
     def _step(
         self,

@@ -35,6 +35,7 @@ SETTINGS_FIELDS = (
     "probe_timeout",
     "connect_timeout",
     "lease_ttl",
+    "default_lanes",
 )
 
 
@@ -91,6 +92,7 @@ class FleetCase(FrappeTestCase):
                 "probe_timeout": 3,
                 "connect_timeout": 5,
                 "lease_ttl": cls.LEASE_TTL,
+                "default_lanes": 1,  # whatever the site's operators chose
             }
         )
         settings.save(ignore_permissions=True)

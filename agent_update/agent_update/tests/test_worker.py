@@ -22,6 +22,7 @@ import frappe
 
 from agent_update import api, tasks
 from agent_update.agent_update.tests.support import FleetCase, wait_for
+from agent_update.frappe_service import INLINE_FLAG, JobLauncher, app_queue, get_service, row_job_id
 from agent_update.testing import procs
 
 WORKER_START = 60.0  # seconds a worker may take to pick up its first job
@@ -29,7 +30,7 @@ MID_ROW = (("Running", "command_sent"), ("Verifying", "verify"))
 
 
 class Worker:
-    """One ``frappe worker`` on the default and long queues, killed by process group."""
+    """One ``frappe worker`` on the app's queue, killed by process group."""
 
     def __init__(self) -> None:
         self.log = tempfile.NamedTemporaryFile(  # noqa: SIM115 (lives as long as the worker)
@@ -43,7 +44,7 @@ class Worker:
                 "frappe",
                 "worker",
                 "--queue",
-                "default,long",
+                app_queue(),
             ],
             cwd=os.path.abspath(frappe.local.sites_path),
             stdout=self.log,
@@ -75,7 +76,9 @@ class Worker:
             return handle.read()[-3000:]
 
 
-class TestWithWorkers(FleetCase):
+class WorkerCase(FleetCase):
+    """A fleet driven by real ``frappe worker`` processes each test starts."""
+
     FLEET_SIZE = 3
     SERVER_TYPE = "Loopback Worker"
     INLINE = False
@@ -117,6 +120,8 @@ class TestWithWorkers(FleetCase):
     def row_statuses(self, name: str) -> list[tuple[str, str]]:
         return [(r.status, r.step) for r in self.load(name).servers]
 
+
+class TestWithWorkers(WorkerCase):
     def test_pause_and_resume_on_a_live_rollout(self) -> None:
         slow = self.fleet.commits.slow
         worker, _spare = self.worker(), self.worker()  # the Pause job must not wait for a row
@@ -130,8 +135,8 @@ class TestWithWorkers(FleetCase):
             "the first server to start",
         )
         out = api.pause(doc.name)
-        self.assertTrue(out["queued"])
-        self.wait(lambda: self.status(doc.name) == "Paused", 30, "Paused")
+        self.assertEqual((out["queued"], out["status"]), (False, "Paused"))
+        self.assertEqual(self.status(doc.name), "Paused")  # stored in the request itself
         in_flight = ("Running", "Verifying", "Rolling Back")
         self.wait(
             lambda: not any(s in in_flight for s, _ in self.row_statuses(doc.name)),
@@ -190,11 +195,121 @@ class TestWithWorkers(FleetCase):
         self.assertEqual(tasks.tick(), [])  # settled: the watchdog finds nothing
 
 
+class TestPauseRace(WorkerCase):
+    """Pause means no new server, with one worker and with several (issue 7 item 3)."""
+
+    FLEET_SIZE = 3
+    SERVER_TYPE = "Loopback Pause"
+    LEASE_TTL = 60.0  # no worker dies here: a claim waiting for its job must not expire
+
+    def untouched(self) -> dict[str, tuple[str, str, dict]]:
+        """What each host runs, has checked out and its program pids, right now."""
+        return {
+            name: (
+                self.fleet.running_commit(host),
+                self.fleet.checked_out_commit(host),
+                self.fleet.program_states(host),
+            )
+            for name, host in self.servers.items()
+        }
+
+    def job_done(self, job_id: str) -> bool:
+        from frappe.utils.background_jobs import create_job_id, get_redis_conn
+        from rq.exceptions import NoSuchJobError
+        from rq.job import Job
+
+        try:
+            job = Job.fetch(create_job_id(job_id), connection=get_redis_conn())
+        except NoSuchJobError:  # not queued yet (results are kept 10 minutes)
+            return False
+        return job.get_status() in ("finished", "failed", "stopped", "canceled")
+
+    def assert_never_started(self, row: object, before: tuple) -> None:
+        self.assertEqual((row.status, row.step, row.attempts), ("Pending", "", 0), row.log)
+        self.assertFalse(row.start)
+        self.assertNotIn("precheck", row.log or "")
+        self.assertEqual(self.untouched()[row.server], before, row.server)
+
+    def test_pause_while_verifying_with_one_worker_starts_no_new_server(self) -> None:
+        slow, base = self.fleet.commits.slow, self.fleet.commits.base
+        worker = self.worker()  # ONE worker: the Pause must not queue behind the row job
+        doc = self.new_update(commit=slow, lanes=1)
+        api.build_plan(doc.name)
+        self.wait(lambda: self.status(doc.name) == "Pending", WORKER_START, "Build Plan")
+        before = self.untouched()
+        api.start(doc.name)
+        first = self.wait(
+            lambda: next((r for r in self.load(doc.name).servers if r.status == "Verifying"), None),
+            WORKER_START,
+            "the first server to verify",
+            every=0.05,
+        )
+        job_id = row_job_id(doc.name, first.idx, first.lease_owner)
+        out = api.pause(doc.name)
+        self.assertEqual(out["status"], "Paused")
+        self.assertEqual(self.status(doc.name), "Paused")  # at once, not after the row job
+        self.wait(lambda: self.job_done(job_id), 90, "the row job (and its kick) to end")
+        rows = self.load(doc.name).servers
+        self.assertEqual(rows[0].status, "Success", rows[0].log + worker.tail())
+        self.assertEqual(self.running(rows[0].server), slow)
+        for row in rows[1:]:
+            self.assert_never_started(row, before[row.server])
+            self.assertEqual(self.running(row.server), base)
+        self.assertEqual(self.status(doc.name), "Paused")
+
+        api.resume(doc.name)
+        self.assertEqual(self.status(doc.name), "Running")  # in the request; the kick is queued
+        self.wait(lambda: self.status(doc.name) == "Success", 120, "Success", every=0.3)
+        for row in self.load(doc.name).servers:
+            self.assertEqual((row.status, self.running(row.server)), ("Success", slow), row.log)
+        notes = frappe.get_all(
+            "Comment",
+            filters={"reference_name": doc.name, "comment_type": "Info"},
+            fields=["owner", "content"],
+            order_by="creation asc",
+        )
+        self.assertEqual(
+            [(n.owner, n.content) for n in notes],
+            [("Administrator", "paused this update"), ("Administrator", "resumed this update")],
+        )
+
+    def test_rows_claimed_before_pause_go_back_to_pending_with_several_workers(self) -> None:
+        slow = self.fleet.commits.slow
+        doc = self.new_update(commit=slow, lanes=2)
+        api.build_plan(doc.name, now=True)
+        frappe.flags[INLINE_FLAG] = False  # from here on, rows run as jobs
+        before = self.untouched()
+        claims: list[tuple[str, int, str]] = []
+        service = get_service()
+        service.runner.launcher = lambda *claim: claims.append(claim)
+        service.start(doc.name)  # rows 1 and 2 claimed; their jobs not yet queued
+        self.assertEqual([idx for _, idx, _ in claims], [1, 2])
+        api.pause(doc.name)
+        for _ in range(3):
+            self.worker()
+        launch = JobLauncher()
+        for claim in claims:  # the jobs the claims would have queued, now behind the Pause
+            launch(*claim)
+        for claim in claims:
+            self.wait(lambda c=claim: self.job_done(row_job_id(*c)), 90, "the held-back row jobs")
+        rows = self.load(doc.name).servers
+        for row in rows:
+            self.assert_never_started(row, before[row.server])
+            self.assertFalse(row.lease_owner)
+        self.assertIn("back to Pending", rows[0].log)
+        self.assertEqual(self.status(doc.name), "Paused")
+
+        api.resume(doc.name)
+        self.wait(lambda: self.status(doc.name) == "Success", 120, "Success", every=0.3)
+        for row in self.load(doc.name).servers:
+            self.assertEqual((row.status, self.running(row.server)), ("Success", slow), row.log)
+
+
 def _live_workers() -> list[str]:
     """RQ workers of this bench alive on this machine (killed ones stay registered a while)."""
     from frappe.utils.background_jobs import generate_qname, get_workers
 
-    ours = {generate_qname(q) for q in ("default", "long")}
+    ours = {generate_qname(q) for q in ("default", "long", app_queue())}
     return [
         w.name
         for w in get_workers()

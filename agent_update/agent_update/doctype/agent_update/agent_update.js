@@ -1,12 +1,27 @@
 // Agent Update form: the buttons of each status, a live progress bar, rows
-// redrawn as the runner changes them (realtime events, with a slow reload as
-// a fallback when no socket is connected). All work happens server side in
+// redrawn as the runner changes them. Realtime events redraw at once; a poll
+// of agent_update.api.state keeps the form in step in every unfinished status
+// whether or not the socket is connected (a missed event, no socket.io
+// service), and reloads the form when the stored status moved, so the
+// buttons shown always match it. All work happens server side in
 // agent_update.api; this file only asks for it.
 
 (() => {
 	const EDITABLE = ["Draft", "Pending"];
 	const LIVE = ["Planning", "Running", "Paused"];
+	const FINAL = ["Success", "Partial Success", "Failure"];
 	const ENDED = ["Skipped", "Success", "Failure", "Rolled Back", "Fatal"];
+	const ROW_FIELDS = [
+		"status",
+		"agent_status",
+		"reason",
+		"reported_commit",
+		"start",
+		"end",
+		"duration",
+	];
+	const POLL_FAST = 2000; // a live status, or just after a button: the change is near
+	const POLL_SLOW = 10000; // Draft/Pending: someone else may press a button
 	const ROW_COLORS = {
 		Draft: "gray",
 		Pending: "blue",
@@ -20,6 +35,29 @@
 		Fatal: "red",
 	};
 
+	const esc = (text) => frappe.utils.escape_html(text);
+	const short_commit = (value) =>
+		value
+			? `<span class="text-monospace" title="${esc(value)}">${esc(value.slice(0, 10))}</span>`
+			: "";
+	const FORMATTERS = {
+		status(value, df, options, doc) {
+			if (!value) return "";
+			const took =
+				doc && ENDED.includes(value) && doc.duration
+					? ` <span class="text-muted">${agent_update.took(doc.duration)}</span>`
+					: "";
+			return `<span class="indicator-pill ${ROW_COLORS[value] || "gray"}">${esc(
+				__(value)
+			)}</span>${took}`;
+		},
+		reason(value) {
+			return value ? `<span title="${esc(value)}">${esc(value)}</span>` : "";
+		},
+		current_commit: short_commit,
+		reported_commit: short_commit,
+	};
+
 	frappe.ui.form.on("Agent Update", {
 		setup(frm) {
 			frm.set_indicator_formatter("server", (row) => ROW_COLORS[row.status] || "gray");
@@ -30,10 +68,12 @@
 		},
 
 		refresh(frm) {
+			agent_update.formatters(frm);
 			agent_update.lock(frm);
 			agent_update.buttons(frm);
 			agent_update.progress(frm);
 			agent_update.eta(frm);
+			agent_update.warn(frm, (frm.doc.__onload || {}).queue_warning);
 			agent_update.poll(frm);
 		},
 	});
@@ -49,11 +89,20 @@
 				.then((r) => {
 					const out = r.message || {};
 					frappe.show_alert({
-						message: out.queued ? __("Queued") : __("Already queued or done"),
+						message: out.queued
+							? __("Queued")
+							: out.status
+							? __("Now {0}", [__(out.status)])
+							: __("Already queued or done"),
 						indicator: out.queued ? "green" : "blue",
 					});
 					if (done) done(out);
-					setTimeout(() => frm.reload_doc(), 1500);
+					frm.__agent_update_expect = Date.now(); // poll fast until the status moves
+					if (out.status && out.status !== frm.doc.status) {
+						frm.reload_doc();
+					} else {
+						agent_update.poll(frm, 500);
+					}
 				});
 		},
 
@@ -189,6 +238,7 @@
 
 		lock(frm) {
 			const editable = EDITABLE.includes(frm.doc.status);
+			frm.set_df_property("servers", "read_only", !editable && !frm.is_new());
 			frm.set_df_property("servers", "cannot_add_rows", frm.doc.status !== "Draft");
 			frm.set_df_property("servers", "cannot_delete_rows", !editable);
 			frm.set_df_property("server_types", "read_only", !editable);
@@ -230,6 +280,60 @@
 			}
 		},
 
+		formatters(frm) {
+			// Status as a coloured pill (and how long an ended server took), reason whole in a
+			// tooltip, commits short with the full hash. Set on the doctype's fields (copied
+			// for documents loaded later) and on this grid's rows, which format with their own
+			// copies and pass the row.
+			const map = frappe.meta.docfield_map["Agent Update Server"] || {};
+			const grid = frm.fields_dict.servers && frm.fields_dict.servers.grid;
+			let changed = false;
+			Object.keys(FORMATTERS).forEach((fieldname) => {
+				const formatter = FORMATTERS[fieldname];
+				if (map[fieldname]) map[fieldname].formatter = formatter;
+				if (!grid) return;
+				const copies = [
+					...(grid.docfields || []),
+					...(grid.grid_rows || []).flatMap((row) => row.docfields || []),
+				].filter((df) => df && df.fieldname === fieldname);
+				if (copies.some((df) => df.formatter !== formatter)) {
+					grid.update_docfield_property(fieldname, "formatter", formatter);
+					changed = true;
+				}
+			});
+			if (changed) frm.refresh_field("servers");
+		},
+
+		took(seconds) {
+			const s = Math.round(seconds);
+			return s < 60 ? `${s}s` : `${Math.floor(s / 60)}m ${s % 60}s`;
+		},
+
+		warn(frm, text) {
+			// Lanes the workers cannot carry, or the app's queue not configured.
+			frm.__agent_update_warning = text || "";
+			frm.dashboard.clear_comment();
+			if (text) frm.dashboard.add_comment(frappe.utils.escape_html(text), "yellow", true);
+		},
+
+		apply_rows(frm, rows) {
+			let changed = false;
+			(rows || []).forEach((fresh) => {
+				const row = (frm.doc.servers || []).find((r) => r.idx === fresh.idx);
+				if (!row) return;
+				ROW_FIELDS.forEach((field) => {
+					if ((row[field] || "") !== (fresh[field] || "")) {
+						row[field] = fresh[field];
+						changed = true;
+					}
+				});
+			});
+			if (changed) {
+				frm.refresh_field("servers");
+				agent_update.progress(frm);
+			}
+		},
+
 		listen(frm) {
 			if (frm.__agent_update_listening) return;
 			frm.__agent_update_listening = true;
@@ -249,23 +353,53 @@
 			});
 		},
 
-		poll(frm) {
+		poll(frm, delay) {
+			// Every unfinished status: reload when the stored status moved, else redraw rows.
 			clearTimeout(frm.__agent_update_timer);
-			const socket = frappe.realtime.socket && frappe.realtime.socket.connected;
-			// Pending: someone else may press Start; realtime tells us when connected.
-			const watched = LIVE.includes(frm.doc.status) || (!socket && frm.doc.status === "Pending");
-			if (frm.is_new() || !watched) return;
-			const every = socket ? 15000 : LIVE.includes(frm.doc.status) ? 3000 : 10000;
+			if (frm.is_new() || FINAL.includes(frm.doc.status)) return;
+			const expecting = Date.now() - (frm.__agent_update_expect || 0) < 60000;
+			const every =
+				delay || (LIVE.includes(frm.doc.status) || expecting ? POLL_FAST : POLL_SLOW);
+			const name = frm.doc.name;
 			frm.__agent_update_timer = setTimeout(() => {
 				const route = frappe.get_route();
-				const here = route && route[1] === "Agent Update" && route[2] === frm.doc.name;
-				const quiet = Date.now() - (frm.__agent_update_heard || 0) > every;
-				if (here && quiet && !frm.is_dirty()) {
-					frm.reload_doc();
-				} else if (here) {
-					agent_update.poll(frm);
-				}
+				if (!route || route[1] !== "Agent Update" || route[2] !== name) return; // left
+				frappe
+					.xcall("agent_update.api.state", { name })
+					.then((state) => agent_update.sync(frm, state))
+					.catch(() => null)
+					.finally(() => {
+						if (frm.doc.name === name && !frm.__agent_update_reloading) {
+							agent_update.poll(frm);
+						}
+					});
 			}, every);
+		},
+
+		sync(frm, state) {
+			if (!state || state.name !== frm.doc.name) return;
+			const moved =
+				state.status !== frm.doc.status ||
+				cint(state.halted) !== cint(frm.doc.halted) ||
+				(state.halt_reason || "") !== (frm.doc.halt_reason || "") ||
+				(state.stuck_at_planning_reason || "") !== (frm.doc.stuck_at_planning_reason || "");
+			if (moved) {
+				frm.__agent_update_expect = 0;
+				if (frm.is_dirty()) {
+					frappe.show_alert({
+						message: __("This update is now {0}: reload to see it", [__(state.status)]),
+						indicator: "orange",
+					});
+					return;
+				}
+				frm.__agent_update_reloading = true;
+				frm.reload_doc().finally(() => (frm.__agent_update_reloading = false));
+				return;
+			}
+			agent_update.apply_rows(frm, state.rows);
+			if ((state.queue_warning || "") !== (frm.__agent_update_warning || "")) {
+				agent_update.warn(frm, state.queue_warning);
+			}
 		},
 	};
 })();

@@ -41,6 +41,13 @@ class Stored:
 
 
 class AgentUpdate(Document):
+    def onload(self) -> None:
+        """The form's warning when the app's queue or its workers cannot carry the lanes."""
+        if not self.is_new():
+            from agent_update.api import queue_warning
+
+            self.set_onload("queue_warning", queue_warning(self.name))
+
     def validate(self) -> None:
         if self.flags.from_engine:  # split batches: already checked by the engine
             self.set_progress()
@@ -129,6 +136,7 @@ def _keep_engine_state(doc: AgentUpdate, stored: Stored) -> None:
         for name in codec.ENGINE_ROW_FIELDS:
             column = codec.ROW_COLUMNS[name].column
             row.set(column, source.get(column) if source else fresh[column])
+        row.set(codec.DURATION_COLUMN, source.get(codec.DURATION_COLUMN) if source else 0)
 
 
 def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:

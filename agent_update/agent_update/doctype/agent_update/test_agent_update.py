@@ -208,6 +208,7 @@ class TestAgentUpdate(FleetCase):
         resumed = done.servers[0]
         self.assertEqual(resumed.status, "Success", resumed.log)
         self.assertIn("resumed: agent already on target", resumed.log)
+        self.assertRegex(resumed.log, r"resumed by \S+:\d+:\w+ \(dead-worker's lease expired\)")
         self.assertEqual(resumed.attempts, 1)  # not updated a second time
         for row in done.servers:
             self.assertEqual(self.running(row.server), good)

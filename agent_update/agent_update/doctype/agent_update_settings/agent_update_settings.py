@@ -1,4 +1,9 @@
-"""Agent Update Settings: credentials and knobs shared by every rollout."""
+"""Agent Update Settings: credentials and knobs shared by every rollout.
+
+The SSH private key is a Password field (stored encrypted by Frappe) kept
+off the form: the desk pastes it through ``agent_update.api.set_ssh_private_key``
+(a multi-line dialog) and shows only its fingerprint.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,10 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from agent_update.keytext import describe_key, normalize_key
 from agent_update.remote import script
 from agent_update.rollout import refs
-from agent_update.rollout.errors import ValidationError
+from agent_update.rollout.errors import AgentUpdateError, ValidationError
 
 
 class AgentUpdateSettings(Document):
@@ -29,11 +35,25 @@ class AgentUpdateSettings(Document):
                 script.render_status_command(self.status_command)
         except ValidationError as exc:
             frappe.throw(_("{0}: {1}").format(_(self.meta.get_label(exc.field)), exc.message))
-        key = self.ssh_private_key or ""
-        if key and set(key) != {"*"}:  # asterisks: unchanged, kept encrypted
-            from agent_update.remote.ssh import load_private_key
+        self.check_ssh_key()
 
-            try:
-                load_private_key(key)
-            except Exception as exc:
-                frappe.throw(_("{0}: {1}").format(_("SSH Private Key"), exc))
+    def check_ssh_key(self) -> None:
+        """A new key is repaired, loaded and fingerprinted here, before Frappe encrypts it.
+
+        Asterisks mean unchanged (Frappe's placeholder for a stored password);
+        empty means removed. The fingerprint is all the form ever shows.
+        """
+        key = self.ssh_private_key or ""
+        if not key:
+            self.ssh_key_fingerprint = ""
+            return
+        if self.is_dummy_password(key):
+            return
+        key = normalize_key(key)
+        try:
+            self.ssh_key_fingerprint = describe_key(key)
+        except Exception as exc:  # a damaged key can fail deep in the parser, not only cleanly
+            why = exc if isinstance(exc, AgentUpdateError) else _("not a readable private key")
+            label = _(self.meta.get_label("ssh_private_key"))
+            frappe.throw(_("{0}: {1}").format(label, why), title=_("Invalid {0}").format(label))
+        self.ssh_private_key = key
