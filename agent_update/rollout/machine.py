@@ -30,6 +30,7 @@ from agent_update.rollout.model import (
     RowStatus,
     Step,
     Update,
+    UpdateStatus,
     append_log,
 )
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
@@ -103,11 +104,11 @@ def held_back(update: Update, row: Row) -> Row | None:
     server has not been touched yet, so it waits for Resume like any
     Pending row. None: go on with the precheck.
     """
-    if row_action(row) is not RowAction.PRECHECK:
+    if row.status is not RowStatus.PENDING or row.step is not Step.PRECHECK:
+        return None  # (a Success row prechecked for an abort's rollback goes on)
+    if update.status is UpdateStatus.RUNNING and not (update.halted or update.aborted):
         return None
-    if update.status is UpdateStatus.RUNNING and not update.halted:
-        return None
-    why = "halted" if update.halted else update.status.value
+    why = "aborted" if update.aborted else "halted" if update.halted else update.status.value
     return row.copy(
         step=Step.NONE,
         log=append_log(row.log, f"not started: the update is {why}; back to Pending"),
