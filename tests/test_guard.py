@@ -134,3 +134,22 @@ def test_a_refusal_before_the_start_marker_is_never_started() -> None:
     assert not guard.never_started(None, "")  # timed out: it may have run
     assert not guard.never_started(-1, "")  # session lost: it may have run
     assert not guard.never_started(1, "x" * guard.NEVER_STARTED_OUTPUT)  # head may be lost
+
+
+def test_a_session_gone_before_the_command_began_still_stops_it(tmp_path: Path) -> None:
+    """EOF at once: the watcher may signal before ``timeout`` leads its group."""
+    marker = f"sleep 97{os.getpid()}.5"
+    done = subprocess.run(
+        _wrapper(tmp_path, marker, time_limit=600, kill_grace=1),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    alive = [
+        pid
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
+        if procs.is_alive(pid) and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
+    ]
+    assert alive == []
