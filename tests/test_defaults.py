@@ -297,3 +297,24 @@ def test_a_command_that_cannot_be_built_fails_with_nothing_changed(reset, tmp_pa
     assert truth(fleet, host) == (head, pids, reflog)
     assert not (tmp_path / "pwned").exists()
     assert json.loads(row.pids_before)  # the precheck had run: the server was reachable
+
+
+@root_only
+def test_a_missing_sudo_right_fails_fast_and_says_so(reset, tmp_path):
+    """sudo -n: no password prompt to hang on; the precheck reason quotes sudo."""
+    fleet, host = reset, reset.hosts[2]
+    sudoers = users.SUDOERS_DIR / f"agent-update-fleet-{host.agent_user}"
+    aside = sudoers.with_name(f".{sudoers.name}.aside")  # names with a dot are ignored
+    service = service_for(fleet, tmp_path, host.name)
+    head, pids, reflog = truth(fleet, host)
+    sudoers.rename(aside)
+    try:
+        began = time.monotonic()
+        _final, row = rollout(service, fleet.commits.good)
+        took = time.monotonic() - began
+    finally:
+        aside.rename(sudoers)
+    print(f"\nmissing sudo right: row failed in {took:.1f} s")
+    assert row.status is RowStatus.FAILURE
+    assert "sudo: a password is required" in row.reason, row.reason
+    assert truth(fleet, host) == (head, pids, reflog)
