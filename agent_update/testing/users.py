@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
+import signal
 import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_update.testing import procs
 from agent_update.testing.model import FleetError
 
 SUDOERS_DIR = Path("/etc/sudoers.d")
@@ -98,11 +101,48 @@ def chown_tree(path: Path, user: AgentUser) -> None:
 
 
 def remove(name: str) -> str:
-    """Delete the user, its group and its sudoers file; return a problem or ''."""
+    """Delete the user, its group and its sudoers file; return a problem or ''.
+
+    Any process still running as the user (an orphan reparented away from the
+    fleet's trees) is killed first: the user is this fleet's alone, and
+    ``userdel`` refuses a user with live processes.
+    """
     (SUDOERS_DIR / f"agent-update-fleet-{name}").unlink(missing_ok=True)
     try:
-        pwd.getpwnam(name)
+        uid = pwd.getpwnam(name).pw_uid
     except KeyError:
         return ""
+    left = _processes_of(uid)
+    procs.send(left, signal.SIGKILL)
+    procs.wait_dead(left, 5)
     done = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
     return "" if done.returncode == 0 else f"userdel {name}: {done.stderr.strip()}"
+
+
+_NAME = re.compile(r"fl[0-9a-f]{6}h\d{1,3}")
+
+
+def sweep_stale() -> list[str]:
+    """Remove fleet users left by a run killed before its stop (its root is gone).
+
+    A live fleet's root exists, so only users of dead fleets are touched.
+    """
+    removed = []
+    for entry in pwd.getpwall():
+        home = Path(entry.pw_dir)
+        stale = _NAME.fullmatch(entry.pw_name) and not home.parent.parent.exists()
+        if stale and not remove(entry.pw_name):
+            removed.append(entry.pw_name)
+    return removed
+
+
+def _processes_of(uid: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid and procs.is_alive(int(entry.name)):
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
