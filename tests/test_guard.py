@@ -147,9 +147,16 @@ def test_a_session_gone_before_the_command_began_still_stops_it(tmp_path: Path) 
         timeout=60,
     )
     assert done.returncode != 0
-    alive = [
-        pid
-        for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-        if procs.is_alive(pid) and marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes()
-    ]
-    assert alive == []
+    assert procs.wait_dead(_carrying(marker), 5) == set()
+
+
+def _carrying(marker: str) -> set[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = set()
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return {pid for pid in found if procs.is_alive(pid)}
