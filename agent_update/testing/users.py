@@ -19,6 +19,7 @@ import secrets
 import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,10 +55,16 @@ class AgentUser:
         return SUDOERS_DIR / f"agent-update-fleet-{self.name}"
 
 
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+def _run(argv: list[str], attempts: int = 4) -> subprocess.CompletedProcess[str]:
+    """Run a shadow-utils command; retried while another one holds /etc/passwd's lock."""
+    for attempt in range(attempts):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode == 0 or "cannot lock" not in done.stderr or attempt == attempts - 1:
+            break
+        time.sleep(0.5 * (attempt + 1))
     if done.returncode != 0:
         raise FleetError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
+    return done
 
 
 def create(name: str, home: Path, bin_dir: Path) -> AgentUser:
@@ -115,8 +122,11 @@ def remove(name: str) -> str:
     left = _processes_of(uid)
     procs.send(left, signal.SIGKILL)
     procs.wait_dead(left, 5)
-    done = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
-    return "" if done.returncode == 0 else f"userdel {name}: {done.stderr.strip()}"
+    try:
+        _run(["userdel", name])
+    except FleetError as error:
+        return str(error)
+    return ""
 
 
 _NAME = re.compile(r"fl[0-9a-f]{6}h\d{1,3}")
