@@ -23,7 +23,7 @@ ME = RunAs(ssh_user="u", agent_user="u")
 
 
 def _wrapper(agent_dir: Path, body: str, **kw: float) -> list[str]:
-    return ["sh", "-c", guard.guarded(body, agent_dir=str(agent_dir), run_as=ME, **kw)]
+    return ["sh", "-c", guard.guarded(body, agent_dir=str(agent_dir), run_as=ME, **kw)]  # as sshd
 
 
 def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -122,7 +122,7 @@ def test_a_cut_session_stops_the_command(tmp_path: Path, how: str) -> None:
 def test_run_as_another_user_goes_through_sudo_n() -> None:
     text = guard.as_agent_user("echo hi", RunAs(ssh_user="root", agent_user="frappe"))
     assert text == "sudo -n -u frappe -H -- sh -c 'echo hi'"
-    assert guard.as_agent_user("echo hi", RunAs("frappe", "frappe")) == "echo hi"
+    assert guard.as_agent_user("echo hi", RunAs("frappe", "frappe")) == "sh -c 'echo hi'"
     with pytest.raises(ValidationError) as info:
         guard.as_agent_user("echo hi", RunAs("root", "frappe; id"))
     assert info.value.field == "agent_user"

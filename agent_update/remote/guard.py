@@ -57,10 +57,10 @@ class RunAs:
 
 
 def as_agent_user(command: str, run_as: RunAs) -> str:
-    """``command`` (for ``sh -c``) run as the agent user: wrapped in sudo when needed."""
+    """``command`` run by ``sh`` as the agent user: through sudo when SSH logs in as another."""
     user = validate_unix_user(run_as.agent_user, "agent_user")
     if not run_as.needs_sudo:
-        return command
+        return f"sh -c {shlex.quote(command)}"  # POSIX sh, whatever the login shell is
     return f"sudo -n -u {shlex.quote(user)} -H -- sh -c {shlex.quote(command)}"
 
 
