@@ -286,10 +286,29 @@ def test_a_command_that_cannot_be_built_fails_with_nothing_changed(reset, tmp_pa
     fleet, host = reset, reset.hosts[2]
     service = service_for(fleet, tmp_path, host.name)
     hostile = f"{host.agent_dir}; touch {tmp_path}/pwned"
-    with sqlite3.connect(service.store.path) as db:
-        db.execute('UPDATE servers SET agent_dir=? WHERE "name"=?', [hostile, host.name])
+
+    def corrupt() -> None:
+        with sqlite3.connect(service.store.path) as db:
+            db.execute('UPDATE servers SET agent_dir=? WHERE "name"=?', [hostile, host.name])
+
+    # Written before Build Plan: the plan names the field and the row stays Draft.
+    corrupt()
+    update = service.create(fleet_update(fleet.commits.good))
+    planned = service.build_plan(update.name)
+    (row,) = service.store.get_rows(update.name)
+    assert planned.status is UpdateStatus.DRAFT and row.status is RowStatus.DRAFT
+    assert "agent_dir" in row.reason, row.reason
+
+    # Written after Build Plan: the row fails when its command is built.
+    server = service.store.get_server(host.name)
+    service.store.save_server(replace(server, agent_dir=host.agent_dir))
+    update = service.create(fleet_update(fleet.commits.good))
+    assert service.build_plan(update.name).status is UpdateStatus.PENDING
+    corrupt()
     head, pids, reflog = truth(fleet, host)
-    final, row = rollout(service, fleet.commits.good)
+    service.start(update.name)
+    final = service.drive(update.name, timeout=240)
+    (row,) = service.store.get_rows(update.name)
     assert row.status is RowStatus.FAILURE, row.reason
     assert row.reason.startswith("cannot build the update command: agent_dir:"), row.reason
     assert row.reason.endswith("nothing was changed")

@@ -211,6 +211,10 @@ class SshConnector:
     def plan_probe(self, server: Server) -> PlanOutcome:
         """SSH reachable with a known host key and the agent's commit."""
         try:
+            server = rules.validate_server(server)  # a value saved behind the rules' back
+        except AgentUpdateError as exc:
+            return PlanOutcome(error=f"registry: {exc}")
+        try:
             with self.ssh_session(server) as ssh:
                 ssh.run("true", STATUS_TIMEOUT)
         except Exception as exc:
