@@ -27,8 +27,7 @@ from agent_update.cli.output import (
     update_lines,
 )
 from agent_update.remote.agent_client import AgentEndpoint
-from agent_update.remote.ssh import SshTarget
-from agent_update.rollout import refs, waves
+from agent_update.rollout import rules, waves
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import GateAction, Server, Update, UpdateStatus
 from agent_update.service import Service
@@ -77,9 +76,8 @@ def agent_password(args: argparse.Namespace) -> str | None:
 
 def validate_server(server: Server) -> None:
     """Every field that reaches a shell or a URL, checked before it is saved."""
-    SshTarget(server.host, server.ssh_port, server.ssh_user)
+    rules.validate_server(server)
     AgentEndpoint(server.agent_url, server.agent_password)
-    refs.validate_agent_dir(server.agent_dir)
 
 
 def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
