@@ -57,6 +57,8 @@ def registry(fleet, tmp_path, hosts) -> None:
             str(host.ssh_port),
             "--ssh-user",
             host.ssh_user,
+            "--agent-user",
+            host.agent_user,
             "--agent-dir",
             host.agent_dir,
             "--agent-url",
@@ -95,7 +97,7 @@ def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
     assert "waves 1: now wave 1 of 1 (1 servers, 1 at once)" in shown
     ran = cli(tmp_path, "run", name)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert all(fleet.running_commit(h) == fleet.commits.good for h in hosts)
+    assert all(fleet.running_commit(h) == fleet.commits.good for h in hosts), ran.stdout + ran.stderr
 
     pids = {h.name: fleet.program_states(h)["agent:web"][1] for h in hosts}
     second = cli(tmp_path, "create", "--commit", fleet.commits.good2, *TIMEOUTS).stdout.strip()

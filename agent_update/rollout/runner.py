@@ -153,7 +153,7 @@ class Runner:
             if decision.changes:
                 update = update.copy(**decision.changes)
                 self.store.save_update(update, decision.changes)
-            by_idx = {r.idx: r for r in tally.pending}
+            by_idx = {r.idx: r for r in (*tally.active, *tally.pending)}
             if self.stopping.is_set():
                 decision.resume, decision.start, decision.rollback = [], [], []
             for idx in decision.resume:
