@@ -55,6 +55,8 @@ def fresh(row: Row) -> Row:
         reason="",
         log="",
         pids_before="",
+        command_ended_at=None,
+        seen_after="",
         lease_owner="",
         lease_expires=None,
     )
