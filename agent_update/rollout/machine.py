@@ -13,6 +13,7 @@ No I/O and no clock: ``now`` is an input. Two levels:
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
@@ -102,8 +103,14 @@ def final_status(rows: list[Row]) -> UpdateStatus:
     return UpdateStatus.PARTIAL_SUCCESS if succeeded else UpdateStatus.FAILURE
 
 
-def decide(update: Update, rows: list[Row], now: float) -> Decision:
-    """The update-level step: starts, resumes, halts, test-mode pause, end."""
+def decide(
+    update: Update, rows: list[Row], now: float, busy: Collection[str] = frozenset()
+) -> Decision:
+    """The update-level step: starts, resumes, halts, test-mode pause, end.
+
+    ``busy`` names servers held by another update's row: their Pending rows
+    wait (they are not started) and the lanes go to other rows.
+    """
     decision = Decision()
     if update.status not in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
         return decision
@@ -132,7 +139,8 @@ def decide(update: Update, rows: list[Row], now: float) -> Decision:
                 decision.changes.update(status=UpdateStatus.PAUSED, paused_for_test_mode=True)
             return decision
         free = min(free, update.test_mode_count - started)
-    decision.start = [r.idx for r in sorted(pending, key=lambda r: r.idx)[: max(free, 0)]]
+    ready = [r for r in pending if r.server not in busy]
+    decision.start = [r.idx for r in sorted(ready, key=lambda r: r.idx)[: max(free, 0)]]
     return decision
 
 

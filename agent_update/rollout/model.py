@@ -145,6 +145,7 @@ class Update:
     started_at: float | None = None
     ended_at: float | None = None
     why_stuck: str = ""
+    overlap_warning: str = ""  # servers also in other unfinished updates (Build Plan, Start)
     split_from: str = ""
     # Who is planning (Planning status only): a dead planner's lease expires.
     lease_owner: str = ""

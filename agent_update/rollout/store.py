@@ -20,13 +20,14 @@ from typing import Any, Protocol, get_type_hints
 
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
 from agent_update.rollout.model import Row, Server, Update
+from agent_update.rollout.server_leases import SQLITE_SCHEMA, ServerLeases, SqliteServerLeases
 
 
 class NotFound(AgentUpdateError, KeyError):
     """No update, row or server of that name."""
 
 
-class Store(Protocol):
+class Store(ServerLeases, Protocol):
     """What the runner needs from storage (SQLite here, frappe.db in the app)."""
 
     def get_update(self, name: str) -> Update: ...
@@ -141,7 +142,7 @@ SERVER_CODEC = _Codec(Server)
 # ------------------------------------------------------------------- SQLite
 
 
-class SqliteStore:
+class SqliteStore(SqliteServerLeases):
     """The embedded store: one file in WAL mode, one connection per process.
 
     Threads share the connection under a re-entrant lock (SQLite serialises
@@ -173,6 +174,7 @@ class SqliteStore:
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
             )
+            db.execute(SQLITE_SCHEMA)
 
     # connections and transactions
     @contextlib.contextmanager
