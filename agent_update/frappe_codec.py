@@ -141,6 +141,7 @@ ENGINE_UPDATE_FIELDS = (
     "started_at",
     "ended_at",
     "why_stuck",
+    "overlap_warning",
     "split_from",
     "paused_for_test_mode",
     "lease_owner",
