@@ -360,6 +360,17 @@ class FrappeStore:
                 out.update({r[0]: (r[1], int(r[2] or 0)) for r in found})
         return out
 
+    def foreign_leases(self, name: str, now: float) -> dict[str, tuple[str, int]]:
+        """Live leases of other updates' rows (an index range on the holder column)."""
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT name, rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} "
+                "WHERE rollout_lease_update>'' AND rollout_lease_update<>%s "
+                "AND rollout_lease_expires>%s",
+                [name, now],
+            )
+        return {r[0]: (r[1], int(r[2] or 0)) for r in found}
+
     def waiting_for(self, server: str) -> list[str]:
         """Running updates with a Pending row on ``server``."""
         with self._context():

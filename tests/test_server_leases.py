@@ -44,6 +44,10 @@ def test_waiting_for_and_overlaps(tmp_path):
         ("E", UpdateStatus.PAUSED, [("h1", RowStatus.PENDING)]),
     )
     assert store.waiting_for("h1") == ["B"]  # Running updates only (E is paused)
+    assert store.claim_server("h1", "A", 1, now=0, ttl=10) == ""
+    assert store.claim_server("h2", "B", 1, now=0, ttl=10) == ""
+    assert store.foreign_leases("A", now=5) == {"h2": ("B", 1)}
+    assert store.foreign_leases("A", now=10) == {}  # expired
     assert store.waiting_for("h2") == ["A"]
     assert store.overlaps("A") == [
         ("B", "Running", "h1"),

@@ -154,12 +154,10 @@ class Runner:
         return claimed
 
     def _busy(self, name: str, rows: list[Row], now: float) -> dict[str, str]:
-        """Servers of this update's Pending rows held by another update's row."""
-        servers = {r.server for r in rows if r.status is RowStatus.PENDING}
-        if not servers:
+        """Servers held by another update's row (few: those in flight elsewhere)."""
+        if not any(r.status is RowStatus.PENDING for r in rows):
             return {}
-        holders = self.store.server_holders(servers, now)
-        return {server: other for server, (other, _) in holders.items() if other != name}
+        return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
 
     def _note_waiting(self, name: str, rows: list[Row], busy: dict[str, str]) -> None:
         """Say on each waiting row which update holds its server (only when it changes)."""

@@ -29,7 +29,9 @@ Overlap = tuple[str, str, str]  # (other update, its status, server)
 
 SQLITE_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS server_leases (server TEXT PRIMARY KEY, "
-    "update_name TEXT NOT NULL, idx INTEGER NOT NULL, expires REAL NOT NULL)"
+    "update_name TEXT NOT NULL, idx INTEGER NOT NULL, expires REAL NOT NULL)",
+    # waiting_for() runs at every row's end: it must not scan every row.
+    'CREATE INDEX IF NOT EXISTS rows_by_server ON rows ("server", status)',
 )
 FINAL_UPDATES = tuple(sorted(s.value for s in FINAL_UPDATE_STATUSES))
 ENDED_ROWS = tuple(sorted(s.value for s in ENDED_ROW_STATUSES))
@@ -67,6 +69,10 @@ class ServerLeases(Protocol):
     def release_server(self, server: str, name: str, idx: int) -> None: ...
     def server_holders(self, servers: Iterable[str], now: float) -> dict[str, Holder]:
         """Live leases on ``servers``."""
+        ...
+
+    def foreign_leases(self, name: str, now: float) -> dict[str, Holder]:
+        """Live leases held by other updates' rows (few: their rows in flight)."""
         ...
 
     def waiting_for(self, server: str) -> list[str]:
@@ -125,6 +131,13 @@ class SqliteServerLeases:
             )
             out.update({r[0]: (r[1], r[2]) for r in found})
         return out
+
+    def foreign_leases(self, name: str, now: float) -> dict[str, Holder]:
+        found = self._read(
+            "SELECT server, update_name, idx FROM server_leases WHERE expires>? AND update_name<>?",
+            [now, name],
+        )
+        return {r[0]: (r[1], r[2]) for r in found}
 
     def waiting_for(self, server: str) -> list[str]:
         found = self._read(

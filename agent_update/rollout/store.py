@@ -174,7 +174,8 @@ class SqliteStore(SqliteServerLeases):
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
             )
-            db.execute(SQLITE_SCHEMA)
+            for statement in SQLITE_SCHEMA:
+                db.execute(statement)
 
     # connections and transactions
     @contextlib.contextmanager
