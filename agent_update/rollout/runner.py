@@ -185,6 +185,7 @@ class Runner:
             beat.start()
             if not self._hold_server(update, row, owner, beat):
                 return self.store.get_row(name, idx)
+            beat.holds_server = True
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
@@ -218,8 +219,10 @@ class Runner:
         under way waits here, its own lease renewed, for at most one lease
         period past the other row's worst case, then leaves it to the watchdog.
         """
-        name = update.name
-        other = self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl)
+        name, now = update.name, self.clock()
+        if self.store.server_holders([row.server], now).get(row.server) == (name, row.idx):
+            return True  # taken when the row was claimed: no write needed
+        other = self.store.claim_server(row.server, name, row.idx, now, beat.ttl)
         if not other:
             return True
         if row.status is RowStatus.PENDING:
@@ -318,12 +321,13 @@ class _Heartbeat:
         self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
         self.server = server
         self.ttl = runner.settings.lease_ttl
+        self.holds_server = False  # set once the row holds its server lease
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
 
     def start(self) -> None:
-        self._renew()
+        self._renew()  # the server lease is checked next, by _hold_server
         self._thread.start()
 
     def stop(self) -> None:
@@ -338,9 +342,10 @@ class _Heartbeat:
         now = self.runner.clock()
         if not store.claim_row(self.name, self.idx, self.owner, now, settings.lease_ttl):
             self.lost = True
-        elif store.server_holders([self.server], now).get(self.server) == (self.name, self.idx):
-            # Renewed only while held: a lease taken by another update is never stolen back.
-            store.claim_server(self.server, self.name, self.idx, now, settings.lease_ttl)
+        elif self.holds_server and store.claim_server(
+            self.server, self.name, self.idx, now, settings.lease_ttl
+        ):
+            self.lost = True  # free, expired or ours is renewed; another update's: stop here
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):
