@@ -125,7 +125,7 @@ class Runner:
             update = self.store.get_update(name)
             rows = self.store.get_rows(name, machine.DECISION_FIELDS)
             now = self.clock()
-            busy = self._busy(name, rows, now)
+            busy = self._busy(name, now)
             decision = machine.decide(update, rows, now, busy)
             if decision.changes:
                 update = update.copy(**decision.changes)
@@ -153,10 +153,8 @@ class Runner:
             self.launcher(name, idx, owner)
         return claimed
 
-    def _busy(self, name: str, rows: list[Row], now: float) -> dict[str, str]:
+    def _busy(self, name: str, now: float) -> dict[str, str]:
         """Servers held by another update's row (few: those in flight elsewhere)."""
-        if not any(r.status is RowStatus.PENDING for r in rows):
-            return {}
         return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
 
     def _note_waiting(self, name: str, rows: list[Row], busy: dict[str, str]) -> None:

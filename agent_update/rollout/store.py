@@ -170,12 +170,12 @@ class SqliteStore(SqliteServerLeases):
                 f"CREATE TABLE IF NOT EXISTS rows (update_name TEXT, {ROW_CODEC.columns()}, "
                 'PRIMARY KEY (update_name, "idx"))'
             )
+            for statement in SQLITE_SCHEMA:  # server leases, and rows by server
+                db.execute(statement)
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
             )
-            for statement in SQLITE_SCHEMA:
-                db.execute(statement)
 
     # connections and transactions
     @contextlib.contextmanager
