@@ -215,6 +215,15 @@ def test_still_starting_after_the_window_fails_then_not_before():
     assert late.reason.startswith("agent:web is still STARTING 30 s after the command ended")
 
 
+def test_a_program_left_stopped_fails_once_the_window_has_passed():
+    u = upd(verdict_window=10)
+    row = walk(u, verifying(u), [(1, probe(worker=("STOPPED", None)))])
+    assert row.status is RowStatus.VERIFYING
+    late = walk(u, row, [(10, probe(worker=("STOPPED", None)))])
+    assert late.status is RowStatus.ROLLING_BACK
+    assert late.reason.startswith("agent:worker-0 is still STOPPED 10 s after the command ended")
+
+
 def test_the_verdict_window_is_validated():
     rules.validate_config(upd(verdict_window=30))
     for bad in (0, -1, 1, 4.9, 3601):

@@ -21,7 +21,6 @@ from itertools import pairwise
 from agent_update.rollout.observations import Programs
 
 HISTORY_LIMIT = 16  # observations kept per program: the verdict comes long before
-RESTARTING = frozenset({"STARTING", "BACKOFF", "EXITED"})
 
 
 @dataclass(frozen=True)
@@ -128,12 +127,12 @@ def still_down(history: History, programs: Programs, since_end: float, window: f
 
     A healthy program is RUNNING after supervisor's ``startsecs`` (seconds),
     however slowly it then answers; one still starting or exited after the
-    window keeps dying.
+    window keeps dying, and one stopped has nothing left to start it.
     """
     if since_end < window:
         return ""
     for name, (state, _) in sorted(programs.items()):
-        if state in RESTARTING:
+        if state != "RUNNING":  # restarting, or stopped with nothing left to start it
             seen = describe(history.get(name, []))
             return (
                 f"{name} is still {state} {since_end:.0f} s after the command ended (seen: {seen})"
