@@ -181,9 +181,10 @@ class Runner:
         signalled = False
         try:
             beat.start()
-            if not self._hold_server(update, row, owner, beat):
+            held = self._hold_server(update, row, owner, beat)
+            if held is None:
                 return self.store.get_row(name, idx)
-            beat.holds_server = True
+            row, beat.holds_server = held, True
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
@@ -208,8 +209,8 @@ class Runner:
                 self.kick(other)
         return row
 
-    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> bool:
-        """Hold the row's server lease before touching the server.
+    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> Row | None:
+        """Hold the row's server lease before touching the server; None: leave the row.
 
         Normally taken when the row was claimed. Lost only when this row's
         lease expired (a dead runner) and another update took the server:
@@ -219,22 +220,23 @@ class Runner:
         """
         name, now = update.name, self.clock()
         if self.store.server_holders([row.server], now).get(row.server) == (name, row.idx):
-            return True  # taken when the row was claimed: no write needed
+            return row  # taken when the row was claimed: no write needed
         other = self.store.claim_server(row.server, name, row.idx, now, beat.ttl)
         if not other:
-            return True
+            return row
         if row.status is RowStatus.PENDING:
             back = row.copy(step=Step.NONE, reason=server_leases.waiting_note(row.server, other))
             self._save(name, row, back, owner)
-            return False
-        self._save(name, row, row.copy(log=append_log(row.log, f"waiting: busy in {other}")), owner)
+            return None
+        noted = row.copy(log=append_log(row.log, f"waiting: {row.server} busy in {other}"))
+        self._save(name, row, noted, owner)
         limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl
         while self.clock() < limit:
             beat.check()
             self.sleep(max(self.settings.poll_interval, 1.0))
             if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
-                return True
-        return False
+                return noted
+        return None
 
     def _step(
         self,
