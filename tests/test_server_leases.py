@@ -146,7 +146,7 @@ def test_a_resumed_row_whose_server_was_taken_waits_without_touching_it(tmp_path
         if events.count("sleep") == 3:
             store.release_server("h1", "A", 1)  # the other update is done with it
 
-    store.save_server(Server(name="h1", host="127.0.0.1"))
+    store.save_server(Server(name="h1", host="127.0.0.1", agent_url="http://127.0.0.1:9"))
     assert store.claim_server("h1", "A", 1, clock.now, 600) == ""
     runner = Runner(store, Connector(), launcher=lambda *a: None, clock=clock, sleep=sleep)
     assert runner.kick("B") == [1]  # resumed: its lease was free
