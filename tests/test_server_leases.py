@@ -53,6 +53,8 @@ def test_waiting_for_and_overlaps(tmp_path):
     assert store.foreign_leases("A", now=5) == {"h2": ("B", 1)}
     assert store.foreign_leases("A", now=10) == {}  # expired
     assert store.waiting_for("h2") == ["A"]
+    assert [(r.idx, r.server) for r in store.pending_on("A", ["h1", "h2", "h9"])] == [(2, "h2")]
+    assert store.pending_on("B", []) == []
     assert store.overlaps("A") == [
         ("B", "Running", "h1"),
         ("C", "Draft", "h2"),
@@ -97,6 +99,21 @@ def test_a_claimed_row_on_a_busy_server_goes_back_to_pending(tmp_path):
     assert store.get_update("B").status is UpdateStatus.RUNNING
     store.release_server("h1", "A", 1)
     assert runner.kick("B") == [1] and launched == [1]
+    assert store.get_row("B", 1).reason == "waiting: h1 busy in A"  # until its precheck
+
+
+def test_the_runner_that_frees_a_server_clears_the_note_and_kicks_the_waiting_update(tmp_path):
+    store = store_with(
+        tmp_path,
+        ("A", UpdateStatus.RUNNING, [("h1", RowStatus.SUCCESS)]),
+        ("B", UpdateStatus.RUNNING, [("h1", RowStatus.PENDING), ("h2", RowStatus.PENDING)]),
+    )
+    launched: list[tuple[str, int]] = []
+    runner = Runner(store, object(), launcher=lambda n, i, o: launched.append((n, i)))
+    store.save_row("B", Row(idx=1, server="h1", reason="waiting: h1 busy in A"), ["reason"])
+    runner._server_freed("A", "h1")
+    assert store.get_row("B", 1).reason == ""
+    assert launched == [("B", 1)]  # one lane
     assert store.server_holders(["h1"], runner.clock()) == {"h1": ("B", 1)}
 
 

@@ -145,8 +145,8 @@ class Runner:
                     continue
                 self.store.save_row(name, machine.claim(row), ["step"], owner)
                 claimed.append(idx)
-            if update.status is UpdateStatus.RUNNING:
-                self._note_waiting(name, rows, busy)
+            if update.status is UpdateStatus.RUNNING and busy:
+                self._note_waiting(name, busy)
         if decision.changes:
             self._notify(name, None, update)
         for idx in claimed:
@@ -157,16 +157,22 @@ class Runner:
         """Servers held by another update's row (few: those in flight elsewhere)."""
         return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
 
-    def _note_waiting(self, name: str, rows: list[Row], busy: dict[str, str]) -> None:
+    def _note_waiting(self, name: str, busy: dict[str, str]) -> None:
         """Say on each waiting row which update holds its server (only when it changes)."""
-        for row in rows:
-            waiting = row.status is RowStatus.PENDING and row.step is Step.NONE
-            if waiting and row.server in busy:
-                note = server_leases.waiting_note(row.server, busy[row.server])
-                if row.reason != note:
-                    self._save(name, row, row.copy(reason=note), None)
-            elif waiting and row.reason.startswith("waiting: "):
-                self._save(name, row, row.copy(reason=""), None)
+        for row in self.store.pending_on(name, busy):
+            note = server_leases.waiting_note(row.server, busy[row.server])
+            if row.step is Step.NONE and row.reason != note:
+                self._note(name, row.copy(reason=note))
+
+    def _server_freed(self, name: str, server: str) -> None:
+        """Tell the rollouts waiting for ``server`` (their notes cleared, then kicked)."""
+        for other in self.store.waiting_for(server):
+            if other == name:
+                continue
+            for row in self.store.pending_on(other, [server]):
+                if row.reason.startswith("waiting: "):
+                    self._note(other, row.copy(reason=""))
+            self.kick(other)  # notes again what is still busy (e.g. in a third update)
 
     # --------------------------------------------------------------- row level
     def run_row(self, name: str, idx: int, owner: str) -> Row:
@@ -204,9 +210,8 @@ class Runner:
                 self.store.release_server(row.server, name, idx)
             self.store.release_row(name, idx, owner)
         self.kick(name)
-        for other in self.store.waiting_for(row.server):
-            if other != name:
-                self.kick(other)
+        if not machine.is_active(row):
+            self._server_freed(name, row.server)
         return row
 
     def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> Row | None:
@@ -277,7 +282,13 @@ class Runner:
             pause = max(0.0, min(pause, row.deadline - self.clock()))
         self.sleep(pause)
 
-    def _save(self, name: str, old: Row, new: Row, owner: str | None) -> None:
+    def _note(self, name: str, row: Row) -> None:
+        """Write a waiting row's reason; listeners get the whole row, not the few fields read."""
+        self.store.save_row(name, row, ["reason"])
+        if self.listener is not None:
+            self._notify(name, self.store.get_row(name, row.idx), None)
+
+    def _save(self, name: str, old: Row, new: Row, owner: str) -> None:
         changed = new.changed_fields(old)
         if changed:
             self.store.save_row(name, new, changed, owner)
