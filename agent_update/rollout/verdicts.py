@@ -65,15 +65,29 @@ def record(history: History, programs: Programs, since_end: float) -> History:
 
 
 def deaths(entries: list[Seen]) -> int:
-    """How often the program died after the command ended.
+    """How often a process started after the command ended has died.
 
-    A RUNNING pid followed by anything else is a death (a new pid, or a
-    restarting state); a BACKOFF is one too (it died while starting).
+    The first process seen may have been spawned before the command moved
+    the checkout (supervisor retrying a crashed program while the command
+    ran): its death proves nothing about the new code, so it is not counted.
+    Every later process was spawned after the command ended. A RUNNING pid
+    followed by anything else died; STARTING followed by BACKOFF or EXITED
+    died while starting; a BACKOFF right after a RUNNING pid means the
+    respawn died too.
     """
-    count = sum(1 for e in entries if e.state == "BACKOFF")
+    count = 0
+    known = False  # is the current process one spawned after the first observation?
     for current, following in pairwise(entries):
-        if current.state == "RUNNING" and following.state != "BACKOFF":
+        died = current.state == "RUNNING" or (
+            current.state == "STARTING" and following.state in ("BACKOFF", "EXITED")
+        )
+        if died and known:
             count += 1
+        if current.state == "RUNNING" and following.state == "BACKOFF":
+            count += 1  # the respawn after it died unseen, while starting
+        respawned = died or (current.state not in ("STARTING", "RUNNING"))
+        if respawned and following.state in ("STARTING", "RUNNING", "BACKOFF"):
+            known = True
     return count
 
 
