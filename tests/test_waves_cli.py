@@ -97,7 +97,8 @@ def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
     assert "waves 1: now wave 1 of 1 (1 servers, 1 at once)" in shown
     ran = cli(tmp_path, "run", name)
     assert ran.returncode == 0, ran.stdout + ran.stderr
-    assert all(fleet.running_commit(h) == fleet.commits.good for h in hosts), ran.stdout + ran.stderr
+    on_good = all(fleet.running_commit(h) == fleet.commits.good for h in hosts)
+    assert on_good, ran.stdout + ran.stderr
 
     pids = {h.name: fleet.program_states(h)["agent:web"][1] for h in hosts}
     second = cli(tmp_path, "create", "--commit", fleet.commits.good2, *TIMEOUTS).stdout.strip()

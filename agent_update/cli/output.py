@@ -71,6 +71,8 @@ def update_lines(update: Update, rows: list[Row], now: float | None = None) -> l
     lines = [head]
     if update.halt_reason:
         lines.append(f"  halted: {update.halt_reason}")
+    if update.overlap_warning:
+        lines.append(f"  warning: {update.overlap_warning}")
     if update.why_stuck:
         lines.append("  stuck at planning:")
         lines += [f"    {line}" for line in update.why_stuck.splitlines()]

@@ -7,6 +7,7 @@ with the fleet. ``machine`` re-exports it with the row-level walk.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass, field
 
 from agent_update.rollout import waves
@@ -69,8 +70,14 @@ def final_status(view: Tally | list[Row]) -> UpdateStatus:
     return UpdateStatus.PARTIAL_SUCCESS if tally.succeeded else UpdateStatus.FAILURE
 
 
-def decide(update: Update, view: Tally | list[Row], now: float) -> Decision:
-    """The update-level step: starts, resumes, halts, waves, test-mode pause, abort, end."""
+def decide(
+    update: Update, view: Tally | list[Row], now: float, busy: Collection[str] = frozenset()
+) -> Decision:
+    """The update-level step: starts, resumes, halts, waves, test-mode pause, abort, end.
+
+    ``busy`` names servers held by another update's row: their Pending rows
+    wait (they are not started) and the lanes go to other rows.
+    """
     tally = as_tally(view)
     decision = Decision()
     if update.status not in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
@@ -110,7 +117,8 @@ def decide(update: Update, view: Tally | list[Row], now: float) -> Decision:
                 )
             return decision
         free = min(free, update.test_mode_count - started)
-    decision.start = [r.idx for r in tally.pending[: max(free, 0)]]
+    ready = [r for r in tally.pending if r.server not in busy]
+    decision.start = [r.idx for r in ready[: max(free, 0)]]
     if decision.start and update.waves:
         before = 0 if "wave" in decision.changes else update.wave_started  # a wave just opened
         decision.changes["wave_started"] = before + len(decision.start)

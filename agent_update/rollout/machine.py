@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
+from agent_update.rollout import verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -207,6 +208,9 @@ def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
         reason = row.reason  # keep why the update failed
     else:
         reason = "" if obs.exit_code == 0 and not obs.error else note
+    # Fast verdicts need a command known to have ended: a timed-out or cut
+    # one may still be running on the server, restarting programs.
+    ended = obs.exit_code is not None and not obs.timed_out and not obs.error
     return row.copy(
         status=status,
         step=Step.VERIFY,
@@ -214,6 +218,8 @@ def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
         healthy_since=None,
         reason=reason,
         log=log,
+        command_ended_at=now if ended else None,
+        seen_after="",
     )
 
 
@@ -233,12 +239,34 @@ def after_reobserve(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
 
 
 def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
-    """One verification probe: bake, succeed, keep waiting, or fail."""
+    """One verification probe: bake, succeed, keep waiting, or fail.
+
+    Once the command has ended, a crash loop or a program that was not
+    restarted fails at once (see rollout.verdicts), not at the deadline.
+    """
     healthy, reason = assess(update, row, obs)
     row = row.copy(
         agent_status=AgentStatus.ACTIVE if obs.pong else AgentStatus.INACTIVE,
         reported_commit=obs.commit or row.reported_commit,
     )
+    quick = ""
+    if row.command_ended_at is not None and obs.programs is not None:
+        since = now - row.command_ended_at
+        seen = verdicts.load(row.seen_after)
+        history = verdicts.record(seen, obs.programs, since)
+        row = row.copy(seen_after=verdicts.dump(history))
+        if verdicts.total_deaths(history) > verdicts.total_deaths(seen):
+            row = row.copy(healthy_since=None)  # a program died: the bake starts over
+        quick = verdicts.crash_loop(history, obs.pong, since)
+        if not quick and not healthy:
+            before = json.loads(row.pids_before or "{}")
+            quick = verdicts.not_restarted(
+                restart_set(update, before), before, obs.programs
+            ) or verdicts.still_down(history, obs.programs, since, update.verdict_window)
+    if quick:
+        if row.reason and not rolling_back(row):  # e.g. "command exited 1": say both
+            quick = f"{quick} ({row.reason})"
+        return fail(update, row, quick, now, obs.programs)
     if healthy:
         since = row.healthy_since if row.healthy_since is not None else now
         if now - since >= update.bake_time:
@@ -275,6 +303,8 @@ def fail(
             step=Step.COMMAND,
             deadline=None,  # the verify timer restarts for the rollback
             healthy_since=None,
+            command_ended_at=None,
+            seen_after="",
             pids_before=pids,
             reason=reason,
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),

@@ -19,10 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent_update.rollout import machine
+from agent_update.rollout import machine, server_leases
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.machine import RowAction
-from agent_update.rollout.model import EngineSettings, Row, Server, Update
+from agent_update.rollout.model import (
+    EngineSettings,
+    Row,
+    RowStatus,
+    Server,
+    Step,
+    Update,
+    UpdateStatus,
+    append_log,
+)
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
 from agent_update.rollout.store import Store
 
@@ -149,7 +158,10 @@ class Runner:
             update = self.store.get_update(name)
             tally = self.store.tally(name, update.lanes)
             now = self.clock()
-            decision = machine.decide(update, tally, now)
+            busy = self._busy(name, now)
+            if busy:  # their rows wait: look a little further for rows that can start
+                tally = self.store.tally(name, update.lanes + len(busy))
+            decision = machine.decide(update, tally, now, busy)
             if decision.changes:
                 update = update.copy(**decision.changes)
                 self.store.save_update(update, decision.changes)
@@ -164,16 +176,28 @@ class Runner:
                     self.store.save_row(name, row, ["log"], owner)
                     claimed.append(idx)
             for idx in decision.start:
-                if self.store.claim_row(name, idx, owner, now, ttl):
-                    row = machine.claim(by_idx[idx])
-                    self.store.save_row(name, row, ["step"], owner)
-                    claimed.append(idx)
+                row = by_idx[idx]
+                if not self.store.claim_row(name, idx, owner, now, ttl):
+                    continue
+                other = self.store.claim_server(row.server, name, idx, now, ttl)
+                if other:  # taken by another update since we looked: wait for it
+                    self.store.release_row(name, idx, owner)
+                    busy[row.server] = other
+                    continue
+                self.store.save_row(name, machine.claim(row), ["step"], owner)
+                claimed.append(idx)
             for idx in decision.rollback:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     row = self.store.get_row(name, idx)  # whole: its log is kept
+                    other = self.store.claim_server(row.server, name, idx, now, ttl)
+                    if other:  # the abort's rollback waits for the other update
+                        self.store.release_row(name, idx, owner)
+                        continue
                     back = machine.abort_rollback(row)
                     self.store.save_row(name, back, back.changed_fields(row), owner)
                     claimed.append(idx)
+            if update.status is UpdateStatus.RUNNING and busy:
+                self._note_waiting(name, busy)
         if isinstance(self.launcher, ThreadLauncher):  # rows run here: held from the claim on
             with self._held_lock:
                 self._held.update({(name, idx): owner for idx in claimed})
@@ -183,6 +207,27 @@ class Runner:
             self.launcher(name, idx, owner)
         return claimed
 
+    def _busy(self, name: str, now: float) -> dict[str, str]:
+        """Servers held by another update's row (few: those in flight elsewhere)."""
+        return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
+
+    def _note_waiting(self, name: str, busy: dict[str, str]) -> None:
+        """Say on each waiting row which update holds its server (only when it changes)."""
+        for row in self.store.pending_on(name, busy):
+            note = server_leases.waiting_note(row.server, busy[row.server])
+            if row.step is Step.NONE and row.reason != note:
+                self._note(name, row.copy(reason=note))
+
+    def _server_freed(self, name: str, server: str) -> None:
+        """Tell the rollouts waiting for ``server`` (their notes cleared, then kicked)."""
+        for other in self.store.waiting_for(server):
+            if other == name:
+                continue
+            for row in self.store.pending_on(other, [server]):
+                if row.reason.startswith("waiting: "):
+                    self._note(other, row.copy(reason=""))
+            self.kick(other)  # notes again what is still busy (e.g. in a third update)
+
     # --------------------------------------------------------------- row level
     def run_row(self, name: str, idx: int, owner: str) -> Row:
         """Walk one claimed row to its end; then start what comes next."""
@@ -190,7 +235,8 @@ class Runner:
             held = self._hold_back(name, idx, owner)
         except LeaseLost:
             return self.store.get_row(name, idx)
-        if held is not None:
+        if held is not None:  # untouched: its server is free for other updates at once
+            self.store.release_server(held.server, name, idx)
             self.store.release_row(name, idx, owner)
             self.kick(name)
             return self.store.get_row(name, idx)
@@ -200,12 +246,16 @@ class Runner:
         link: ServerLink = (
             _Missing(row.server) if server is None else self.connector.open(server, update)
         )
-        beat = _Heartbeat(self, name, idx, owner)
+        beat = _Heartbeat(self, name, idx, owner, row.server)
         signalled = False
         with self._held_lock:
             self._held[(name, idx)] = owner
         try:
             beat.start()
+            held = self._hold_server(update, row, owner, beat)
+            if held is None:
+                return self.store.get_row(name, idx)
+            row, beat.holds_server = held, True
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
@@ -223,10 +273,14 @@ class Runner:
         finally:
             beat.stop()
             link.close()
+            if not machine.is_active(row):  # ended: the server is free for others
+                self.store.release_server(row.server, name, idx)
             self.store.release_row(name, idx, owner)
             with self._held_lock:
                 self._held.pop((name, idx), None)
         self.kick(name)
+        if not machine.is_active(row):
+            self._server_freed(name, row.server)
         return row
 
     def _hold_back(self, name: str, idx: int, owner: str) -> Row | None:
@@ -239,6 +293,35 @@ class Runner:
         if held is not None:
             self._notify(name, held, None)
         return held
+
+    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> Row | None:
+        """Hold the row's server lease before touching the server; None: leave the row.
+
+        Normally taken when the row was claimed. Lost only when this row's
+        lease expired (a dead runner) and another update took the server:
+        a row not yet prechecked goes back to Pending and waits; one already
+        under way waits here, its own lease renewed, for at most one lease
+        period past the other row's worst case, then leaves it to the watchdog.
+        """
+        name, now = update.name, self.clock()
+        if self.store.server_holders([row.server], now).get(row.server) == (name, row.idx):
+            return row  # taken when the row was claimed: no write needed
+        other = self.store.claim_server(row.server, name, row.idx, now, beat.ttl)
+        if not other:
+            return row
+        if row.status is RowStatus.PENDING:
+            back = row.copy(step=Step.NONE, reason=server_leases.waiting_note(row.server, other))
+            self._save(name, row, back, owner)
+            return None
+        noted = row.copy(log=append_log(row.log, f"waiting: {row.server} busy in {other}"))
+        self._save(name, row, noted, owner)
+        limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl
+        while self.clock() < limit:
+            beat.check()
+            self.sleep(max(self.settings.poll_interval, 1.0))
+            if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
+                return noted
+        return None
 
     def _step(
         self,
@@ -279,6 +362,12 @@ class Runner:
             pause = max(0.0, min(pause, row.deadline - self.clock()))
         self.sleep(pause)
 
+    def _note(self, name: str, row: Row) -> None:
+        """Write a waiting row's reason; listeners get the whole row, not the few fields read."""
+        self.store.save_row(name, row, ["reason"])
+        if self.listener is not None:
+            self._notify(name, self.store.get_row(name, row.idx), None)
+
     def _save(self, name: str, old: Row, new: Row, owner: str) -> None:
         changed = new.changed_fields(old)
         if changed:
@@ -292,26 +381,44 @@ class Runner:
 
     # -------------------------------------------------------------- in-process
     def drive(self, name: str, timeout: float | None = None) -> Update:
-        """Run an update in this process until nothing more happens now."""
+        """Run an update in this process until nothing more happens now.
+
+        While it is Running with rows left (waiting for a server busy in
+        another update, or run by another runner), keep looking and kicking.
+        """
         launcher = self.launcher
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.kick(name)
-        if isinstance(launcher, ThreadLauncher):
-            launcher.wait(deadline)
-        return self.store.get_update(name)
+        while True:
+            self.kick(name)
+            if isinstance(launcher, ThreadLauncher):
+                launcher.wait(deadline)
+            update = self.store.get_update(name)
+            if update.status is not UpdateStatus.RUNNING or not isinstance(
+                launcher, ThreadLauncher
+            ):
+                return update
+            rows = self.store.get_rows(name, ("idx", "server", "status"))
+            if not any(r.status is RowStatus.PENDING or r.status.in_flight for r in rows):
+                return update
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the rollout did not settle in time")
+            time.sleep(max(self.settings.poll_interval, 0.2))
 
 
 class _Heartbeat:
     """Renews a row's lease while a runner works on it (commands can be long)."""
 
-    def __init__(self, runner: Runner, name: str, idx: int, owner: str) -> None:
+    def __init__(self, runner: Runner, name: str, idx: int, owner: str, server: str) -> None:
         self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
+        self.server = server
+        self.ttl = runner.settings.lease_ttl
+        self.holds_server = False  # set once the row holds its server lease
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
 
     def start(self) -> None:
-        self._renew()
+        self._renew()  # the server lease is checked next, by _hold_server
         self._thread.start()
 
     def stop(self) -> None:
@@ -329,11 +436,13 @@ class _Heartbeat:
             if runner.abandoned.is_set():  # never re-claim a handed-back lease
                 self.lost = True
                 return
-            now = runner.clock()
-            if not runner.store.claim_row(
-                self.name, self.idx, self.owner, now, runner.settings.lease_ttl
-            ):
+            now, ttl, store = runner.clock(), runner.settings.lease_ttl, runner.store
+            if not store.claim_row(self.name, self.idx, self.owner, now, ttl):
                 self.lost = True
+            elif self.holds_server and store.claim_server(
+                self.server, self.name, self.idx, now, ttl
+            ):
+                self.lost = True  # free, expired or ours is renewed; another update's: stop here
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):

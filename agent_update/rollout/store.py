@@ -21,6 +21,7 @@ from typing import Any, Protocol, get_type_hints
 from agent_update.rollout import rules
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
 from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES, Row, RowStatus, Server, Step, Update
+from agent_update.rollout.server_leases import SQLITE_SCHEMA, ServerLeases, SqliteServerLeases
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 
@@ -28,7 +29,7 @@ class NotFound(AgentUpdateError, KeyError):
     """No update, row or server of that name."""
 
 
-class Store(Protocol):
+class Store(ServerLeases, Protocol):
     """What the runner needs from storage (SQLite here, frappe.db in the app)."""
 
     def get_update(self, name: str) -> Update: ...
@@ -204,7 +205,7 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-class SqliteStore:
+class SqliteStore(SqliteServerLeases):
     """The embedded store: one file in WAL mode, one connection per process.
 
     Threads share the connection under a re-entrant lock (SQLite serialises
@@ -232,6 +233,8 @@ class SqliteStore:
                 f"CREATE TABLE IF NOT EXISTS rows (update_name TEXT, {ROW_CODEC.columns()}, "
                 'PRIMARY KEY (update_name, "idx"))'
             )
+            for statement in SQLITE_SCHEMA:  # server leases, and rows by server
+                db.execute(statement)
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
