@@ -151,7 +151,7 @@ class TestAgentUpdate(FleetCase):
             commit=good,
             hosts=2,
             rollback_to_specific_commit=1,
-            default_rollback_commit=self.fleet.commits.install_fail,
+            default_rollback_commit=self.fleet.commits.crash,  # the rollback crashes too
         )
         api.build_plan(doc.name, now=True)
         api.start(doc.name, now=True)
