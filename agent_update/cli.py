@@ -89,6 +89,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> None:
         ssh_port=args.ssh_port,
         ssh_user=args.ssh_user,
         agent_dir=args.agent_dir,
+        agent_user=args.agent_user,
         agent_url=args.agent_url,
         agent_password=password,
     )
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--ssh-port", type=int, default=22)
     add.add_argument("--ssh-user", default="frappe")
     add.add_argument("--agent-dir", default="/home/frappe/agent")
+    add.add_argument("--agent-user", default="frappe", help="the steps run as this user")
     add.add_argument("--agent-url", required=True)
     add.add_argument("--agent-password-env", help="environment variable holding the password")
     add.set_defaults(func=cmd_server_add)

@@ -50,6 +50,8 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
         host.ssh_user,
         "--agent-dir",
         host.agent_dir,
+        "--agent-user",
+        host.agent_user,
         "--agent-url",
         host.agent_url,
         "--agent-password-env",

@@ -7,7 +7,9 @@ the OpenSSH client against the host's own sshd.
 from __future__ import annotations
 
 import os
+import pwd
 import shlex
+import stat
 import subprocess
 import time
 from collections.abc import Iterator
@@ -16,7 +18,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from agent_update.testing import Fleet, FleetError, FleetHost, pipstub, procs
+from agent_update.testing import Fleet, FleetError, FleetHost, pipstub, procs, users
 from agent_update.testing.model import MASTER_MARKERS
 
 pytestmark = pytest.mark.fleet
@@ -50,7 +52,7 @@ def update_command(
             f"./env/bin/agent update --restart-web-workers={flag(web)}"
             f" --restart-rq-workers={flag(rq)} --restart-redis={flag(redis)}"
             " --skip-repo-setup=true --skip-patches=true",
-            "supervisorctl start agent:",
+            "sudo -n supervisorctl start agent:",
         ]
     )
 
@@ -187,12 +189,27 @@ def test_update_to_good_restarts_web_only(clean: Fleet) -> None:
 
 def test_supervisorctl_over_ssh_is_the_hosts_own(clean: Fleet) -> None:
     fleet, host = clean, clean.hosts[1]
-    done = fleet.ssh(host, "supervisorctl status")
+    done = fleet.ssh(host, "sudo -n supervisorctl status")
     assert done.returncode == 0, done.stderr
     web_pid = fleet.program_states(host)["agent:web"][1]
     assert f"pid {web_pid}," in next(
         line for line in done.stdout.splitlines() if line.startswith("agent:web ")
     )
+
+
+@pytest.mark.skipif(not users.production_like(), reason="only root makes users (one line)")
+def test_the_agent_user_needs_sudo_for_the_root_only_socket(clean: Fleet) -> None:
+    """As on a standard server: plain supervisorctl is refused, the agent runs as its user."""
+    fleet, host = clean, clean.hosts[1]
+    assert host.ssh_user == host.agent_user != "root"
+    plain = fleet.ssh(host, "id -un; supervisorctl status")
+    assert plain.stdout.splitlines()[0] == host.agent_user
+    assert "Permission denied" in plain.stdout + plain.stderr
+    assert "agent:web" not in plain.stdout
+    socket = Path(host.agent_dir).parent / "s.sock"
+    assert stat.S_IMODE(socket.stat().st_mode) == 0o700 and socket.stat().st_uid == 0
+    web_pid = fleet.program_states(host)["agent:web"][1]
+    assert Path(f"/proc/{web_pid}").stat().st_uid == pwd.getpwnam(host.agent_user).pw_uid
 
 
 def test_crash_leaves_web_not_running(clean: Fleet) -> None:
@@ -317,6 +334,10 @@ def test_stop_leaves_no_process_alive() -> None:
         print(f"\nfleet of 1 stopped in {fleet.timings['stop']:.2f} s")
         assert [pid for pid in started if procs.is_alive(pid)] == []
         assert not root.exists()
+        if users.production_like():  # the agent user and its sudo rights are gone too
+            with pytest.raises(KeyError):
+                pwd.getpwnam(host.agent_user)
+            assert not (users.SUDOERS_DIR / f"agent-update-fleet-{host.agent_user}").exists()
     finally:
         lingering.kill()
         lingering.wait()
@@ -326,6 +347,9 @@ def test_start_failure_names_the_host_and_stops_everything(tmp_path: Path) -> No
     fleet = Fleet(1, root=tmp_path, start_timeout=0.01)
     with pytest.raises(FleetError, match=r"host2: .*logs: .*sshd\.log"):
         fleet.start()
+    if users.production_like():
+        with pytest.raises(KeyError):  # no user left behind either
+            pwd.getpwnam(fleet.hosts[0].agent_user)
     assert fleet.pids() == set()
     leftovers = [
         pid

@@ -315,3 +315,30 @@ def test_a_program_supervisor_gave_up_on_fails_at_once():
     backoff = {"agent:web": ("BACKOFF", None), "agent:worker-0": ("RUNNING", 11)}
     waiting = machine.after_probe(u, row, ProbeObs(pong=True, commit=NEW, programs=backoff), 1)
     assert waiting.status is RowStatus.VERIFYING  # still retrying: keep waiting
+
+
+def test_a_command_that_never_started_fails_the_row_with_nothing_changed():
+    """Could not be built or the lock was held: no verification, no rollback, no Fatal."""
+    u = upd()
+    row = machine.after_precheck(
+        u, machine.claim(pending(1)[0]), PrecheckObs(programs=PROGRAMS, commit=OLD), 0
+    )
+    row = machine.command_sent(u, row, 1)
+    obs = CommandObs(exit_code=None, not_started=True, error="cannot build the update command: x")
+    ended = machine.after_command(u, row, obs, 2)
+    assert ended.status is RowStatus.FAILURE and ended.step is Step.NONE
+    assert ended.reason == "cannot build the update command: x; nothing was changed"
+    assert machine.row_action(ended) is RowAction.NONE
+    assert not machine.halt_reason(u, [ended])  # auto rollback on: not a halting failure
+
+
+def test_a_rollback_that_never_started_is_fatal():
+    u = upd()
+    row = to_verifying(u, pending(1)[0])
+    row = machine.fail(u, row, "agent:web is FATAL", 5)
+    assert row.status is RowStatus.ROLLING_BACK
+    row = machine.command_sent(u, row, 6)
+    obs = CommandObs(exit_code=75, not_started=True, error="another update is running")
+    ended = machine.after_command(u, row, obs, 7)
+    assert ended.status is RowStatus.FATAL
+    assert "another update is running" in ended.reason and "agent:web is FATAL" in ended.reason

@@ -2,11 +2,21 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
+from agent_update.remote.connector import SshConnector
 from agent_update.rollout import commands, rules
 from agent_update.rollout.errors import TransitionError, ValidationError
-from agent_update.rollout.model import EngineSettings, Row, RowStatus, Update, UpdateStatus
+from agent_update.rollout.model import (
+    EngineSettings,
+    Row,
+    RowStatus,
+    Server,
+    Update,
+    UpdateStatus,
+)
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 
@@ -110,3 +120,108 @@ def test_buttons_only_apply_in_their_states():
     assert err.value.field == "servers"
     resumed = commands.start(draft.copy(status=UpdateStatus.PAUSED), [], 0)
     assert resumed.status is UpdateStatus.RUNNING  # Resume after Pause works
+
+
+# -- server fields and settings (every value that reaches a shell or a URL) --
+
+GOOD_SERVER = dict(
+    name="web1",
+    host="10.0.0.5",
+    ssh_port=22,
+    ssh_user="root",
+    agent_user="frappe",
+    agent_dir="/home/frappe/agent",
+    agent_url="https://web1.example.com/agent",
+)
+
+
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("host", "10.0.0.5; id"),
+        ("host", "-oProxyCommand=id"),
+        ("host", "a b"),
+        ("host", "300.1.1.1"),
+        ("host", ""),
+        ("ssh_port", 0),
+        ("ssh_port", 70000),
+        ("ssh_port", "22"),
+        ("ssh_user", "root; id"),
+        ("ssh_user", "$(id)"),
+        ("ssh_user", ""),
+        ("agent_user", "frappe -H -u root"),
+        ("agent_user", "Frappe"),
+        ("agent_user", "-frappe"),
+        ("agent_user", "x" * 33),
+        ("agent_dir", "/home/frappe/agent; rm -rf /"),
+        ("agent_dir", "relative/agent"),
+        ("agent_dir", "/home/../etc"),
+        ("agent_url", "ftp://web1/agent"),
+        ("agent_url", "https://user:pw@web1/agent"),
+        ("agent_url", "https://web1/agent?x=1"),
+        ("agent_url", "https://web1:99999/agent"),
+        ("agent_url", "https://web1/a b"),
+        ("agent_url", ""),
+        ("name", " "),
+    ],
+)
+def test_hostile_or_broken_server_fields_are_refused_at_save(tmp_path, field, value):
+    store = SqliteStore(tmp_path / "s.db")
+    with pytest.raises(ValidationError) as err:
+        store.save_server(Server(**{**GOOD_SERVER, field: value}))
+    assert err.value.field == field
+    assert store.list_servers() == []
+
+
+def test_a_good_server_is_saved_normalised(tmp_path):
+    store = SqliteStore(tmp_path / "s.db")
+    store.save_server(Server(**{**GOOD_SERVER, "agent_url": " https://web1:8443/agent/ "}))
+    saved = store.get_server("web1")
+    assert saved is not None and saved.agent_url == "https://web1:8443/agent"
+    assert saved.agent_user == "frappe" and Server(name="x", host="h").agent_user == "frappe"
+
+
+@pytest.mark.parametrize(
+    "template, why",
+    [
+        ("echo $comit", "unknown placeholder"),
+        ("echo 'unterminated $commit", "not a valid shell script"),
+        ("if true; then echo $commit", "not a valid shell script"),
+        ("echo $ 1", "stray '$'"),
+        ("   ", None),  # blank: the default template
+    ],
+)
+def test_a_broken_template_is_refused_when_the_settings_are_loaded(tmp_path, template, why):
+    settings = EngineSettings(update_command_template=template)
+    if why is None:
+        SshConnector(settings)
+        return
+    with pytest.raises(ValidationError) as err:
+        Service(SqliteStore(tmp_path / "s.db"), settings)
+    assert err.value.field == "update_command_template" and why in err.value.message
+
+
+def test_a_broken_status_command_is_refused(tmp_path):
+    with pytest.raises(ValidationError) as err:
+        SshConnector(EngineSettings(status_command="sudo -n supervisorctl status\nid"))
+    assert err.value.field == "status_command"
+
+
+def test_an_older_database_gains_the_new_server_column(tmp_path):
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute(
+            'CREATE TABLE servers ("name" TEXT, "host" TEXT, "server_type" TEXT, '
+            '"ssh_port" INTEGER, "ssh_user" TEXT, "agent_dir" TEXT, "agent_url" TEXT, '
+            '"agent_password" TEXT, "status" TEXT, "disable_agent_update" INTEGER, '
+            '"self_hosted" INTEGER, PRIMARY KEY ("name"))'
+        )
+        db.execute(
+            "INSERT INTO servers VALUES ('web1', '10.0.0.5', 'Server', 22, 'frappe', "
+            "'/home/frappe/agent', 'https://web1/agent', 'pw', 'Active', 0, 0)"
+        )
+    store = SqliteStore(path)
+    server = store.get_server("web1")
+    assert server is not None and server.agent_user == "frappe" and server.agent_password == "pw"
+    store.save_server(server.copy(agent_user="agent"))
+    assert store.get_server("web1").agent_user == "agent"  # type: ignore[union-attr]

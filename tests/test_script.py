@@ -45,7 +45,7 @@ def test_default_command_shape() -> None:
         "--restart-web-workers=true --restart-rq-workers=false" in text
         and "--restart-redis=false --skip-repo-setup=true --skip-patches=true" in text
     )
-    assert lines[-1] == "supervisorctl start agent:"
+    assert lines[-1] == "sudo -n supervisorctl start agent:"  # the socket is root-only
     assert subprocess.run(["sh", "-n", "-c", text], check=False).returncode == 0
 
 
@@ -88,7 +88,7 @@ def test_custom_template_rejects_unknown_or_stray(template: str) -> None:
 
 
 def test_status_command() -> None:
-    assert render_status_command() == "supervisorctl status 2>&1; true"
+    assert render_status_command() == "sudo -n supervisorctl status 2>&1; true"
     with pytest.raises(ValidationError):
         render_status_command("a\nb")
 
@@ -115,7 +115,7 @@ def _stub(path: Path, body: str) -> None:
 
 @pytest.fixture()
 def agent_home(tmp_path: Path) -> tuple[Path, Path, list[str], dict[str, str]]:
-    """An agent dir whose repo clones a local upstream; pip/agent/supervisorctl stubbed."""
+    """An agent dir whose repo clones a local upstream; pip/agent/sudo/supervisorctl stubbed."""
     upstream, work = tmp_path / "upstream.git", tmp_path / "work"
     _git(tmp_path, "init", "-q", "--bare", "-b", "master", str(upstream))
     _git(tmp_path, "init", "-q", "-b", "master", str(work))
@@ -133,6 +133,7 @@ def agent_home(tmp_path: Path) -> tuple[Path, Path, list[str], dict[str, str]]:
     _stub(agent / "env/bin/pip", f'echo "pip $*" >> {log}')
     _stub(agent / "env/bin/agent", f'echo "agent $*" >> {log}')
     _stub(tmp_path / "bin/supervisorctl", f'echo "supervisorctl $*" >> {log}')
+    _stub(tmp_path / "bin/sudo", '[ "$1" = -n ] && shift; exec "$@"')  # root's sudo, minus PAM
     env = {**os.environ, "PATH": f"{tmp_path / 'bin'}:{os.environ['PATH']}"}
     return agent, upstream, commits, env | {"LOG": str(log)}
 

@@ -32,7 +32,13 @@ def test_round_trip_keeps_every_type(store):
     assert store.get_row(update.name, 2).status is RowStatus.PENDING
     with pytest.raises(NotFound):
         store.get_update("nope")
-    server = Server(name="a", host="127.0.0.2", ssh_port=2222, self_hosted=True)
+    server = Server(
+        name="a",
+        host="127.0.0.2",
+        ssh_port=2222,
+        agent_url="http://127.0.0.2:8000",
+        self_hosted=True,
+    )
     store.save_server(server)
     assert store.get_server("a") == server and store.get_server("b") is None
 

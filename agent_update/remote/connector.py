@@ -9,19 +9,35 @@ from __future__ import annotations
 
 import contextlib
 
-from agent_update.remote import script, supervisor
+from agent_update.remote import guard, script, supervisor
 from agent_update.remote.agent_client import (
     AgentClient,
     AgentEndpoint,
     services_healthy,
 )
+from agent_update.remote.guard import RunAs
 from agent_update.remote.ssh import SshCredentials, SshError, SshSession, SshTarget
+from agent_update.rollout import rules
 from agent_update.rollout.commands import PlanOutcome
 from agent_update.rollout.errors import AgentUpdateError
 from agent_update.rollout.model import EngineSettings, Server, Update
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
 
 STATUS_TIMEOUT = 30.0  # seconds for `supervisorctl status`
+CLIENT_MARGIN = 5.0  # seconds the client waits past the server-side limit and kill grace
+
+
+def _tail(output: str, limit: int = 300) -> str:
+    """The last lines of an output, on one line: where a failure says why."""
+    lines = [line.strip() for line in output.strip().splitlines() if line.strip()]
+    text = " | ".join(lines[-3:]) or "(no output)"
+    return text if len(text) <= limit else "…" + text[-limit:]
+
+
+def validate_settings(settings: EngineSettings) -> None:
+    """The settings that reach a shell: the template (rendered, parsed) and the status command."""
+    script.validate_template(settings.update_command_template)
+    script.render_status_command(settings.status_command)
 
 
 def _describe(exc: BaseException) -> str:
@@ -52,39 +68,90 @@ class ServerLink:
             self.close()  # a dropped connection is reopened once
             return self._session().run(command, timeout)
 
-    def programs(self) -> Programs:
+    def _run_as_agent(self, command: str, timeout: float):
+        run_as = RunAs(ssh_user=self.server.ssh_user, agent_user=self.server.agent_user)
+        return self._run(guard.as_agent_user(command, run_as), timeout)
+
+    def status(self) -> tuple[Programs, str]:
+        """Agent programs from the status command, and its raw output (to explain an empty list)."""
         command = script.render_status_command(self.connector.settings.status_command)
-        result = self._run(command, STATUS_TIMEOUT)
+        result = self._run_as_agent(command, STATUS_TIMEOUT)
         states = supervisor.agent_programs(supervisor.parse_status(result.output))
-        return {name: (st.state, st.pid) for name, st in states.items()}
+        return {name: (st.state, st.pid) for name, st in states.items()}, result.output
+
+    def programs(self) -> Programs:
+        return self.status()[0]
 
     # the three steps
     def precheck(self) -> PrecheckObs:
         try:
-            programs = self.programs()
+            programs, output = self.status()
+            if not programs:
+                # Say what the status command printed: "Permission denied",
+                # "a password is required", a missing supervisorctl …
+                command = self.connector.settings.status_command.strip()
+                return PrecheckObs(error=f"no agent program found by `{command}`: {_tail(output)}")
             commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
         except Exception as exc:
             return PrecheckObs(error=_describe(exc))
         return PrecheckObs(programs=programs, commit=commit)
 
+    def build_command(self, commit: str, timeout: float) -> str:
+        """The guarded update command for this server; ValidationError names a bad field."""
+        server = rules.validate_server(self.server)
+        body = script.render_update_command(
+            agent_dir=server.agent_dir,
+            repo_url=self.update.repo,
+            commit=commit,
+            restart_web=self.update.restart_web,
+            restart_rq=self.update.restart_rq,
+            restart_redis=self.update.restart_redis,
+            template=self.connector.settings.update_command_template or None,
+        )
+        return guard.guarded(
+            body,
+            agent_dir=server.agent_dir,
+            time_limit=timeout,
+            run_as=RunAs(ssh_user=server.ssh_user, agent_user=server.agent_user),
+        )
+
     def run_command(self, commit: str, timeout: float) -> CommandObs:
         try:
-            command = script.render_update_command(
-                agent_dir=self.server.agent_dir,
-                repo_url=self.update.repo,
-                commit=commit,
-                restart_web=self.update.restart_web,
-                restart_rq=self.update.restart_rq,
-                restart_redis=self.update.restart_redis,
-                template=self.connector.settings.update_command_template or None,
+            command = self.build_command(commit, timeout)
+        except Exception as exc:
+            return CommandObs(
+                exit_code=None,
+                not_started=True,
+                error=f"cannot build the update command: {_describe(exc)}",
             )
-            result = self._run(command, timeout)
+        try:
+            # The server stops the command at ``timeout`` (guard.py); the client
+            # waits for that verdict a little longer before cutting the session,
+            # which stops the command there too.
+            result = self._run(command, timeout + guard.KILL_GRACE + CLIENT_MARGIN)
         except Exception as exc:
             return CommandObs(exit_code=None, error=_describe(exc))
+        if guard.refused_by_lock(result.exit_code, result.output):
+            return CommandObs(
+                exit_code=result.exit_code,
+                output=result.output,
+                not_started=True,
+                error=guard.BUSY,
+                duration=result.duration,
+            )
+        if guard.never_started(result.exit_code, result.output):
+            return CommandObs(
+                exit_code=result.exit_code,
+                output=result.output,
+                not_started=True,
+                error=f"the command could not start: {_tail(result.output)}",
+                duration=result.duration,
+            )
         return CommandObs(
             exit_code=result.exit_code,
             output=result.output,
-            timed_out=result.timed_out,
+            timed_out=result.timed_out
+            or guard.stopped_by_time_limit(result.exit_code, result.output),
             duration=result.duration,
         )
 
@@ -124,6 +191,7 @@ class SshConnector:
     """Opens ServerLinks and probes servers for Build Plan."""
 
     def __init__(self, settings: EngineSettings, agent: AgentClient | None = None) -> None:
+        validate_settings(settings)  # nothing runs that could not be built
         self.settings = settings
         self.agent = agent or AgentClient(timeout=settings.probe_timeout)
         self.credentials = SshCredentials(

@@ -6,12 +6,17 @@ and shell-quoted each time it is rendered, not once at insert time. One
 line is added before ``agent update``: it starts any program left down by a
 failed attempt, since the agent restarts nothing while a program is down, and
 a rollback would otherwise leave the failed commit's code running.
-Pure: no I/O.
+Supervisor is reached with ``sudo -n supervisorctl``: on a standard server
+supervisord runs as root with a root-only socket (DESIGN §3, §8). How the
+command is run (as the agent user, locked, bounded) is ``guard.py``'s job.
+Pure, except ``validate_template`` which asks the local ``sh`` to parse.
 """
 
 from __future__ import annotations
 
 import shlex
+import shutil
+import subprocess
 from string import Template
 
 from agent_update.rollout.errors import ValidationError
@@ -34,13 +39,15 @@ cd $agent_dir
 ./env/bin/pip install -e ./repo
 ./env/bin/agent setup database
 ./env/bin/agent run-patches
-supervisorctl start agent: >/dev/null 2>&1 || true
+sudo -n supervisorctl start agent: >/dev/null 2>&1 || true
 ./env/bin/agent update --restart-web-workers=$restart_web --restart-rq-workers=$restart_rq \
 --restart-redis=$restart_redis --skip-repo-setup=true --skip-patches=true
-supervisorctl start agent:
+sudo -n supervisorctl start agent:
 """
 
-DEFAULT_STATUS_COMMAND = "supervisorctl status"
+# `sudo -n`: a missing sudo right fails at once ("a password is required")
+# instead of waiting for a password nobody will type.
+DEFAULT_STATUS_COMMAND = "sudo -n supervisorctl status"
 TEMPLATE_FIELD = "update_command_template"
 
 
@@ -116,3 +123,39 @@ def render_status_command(status_command: str = DEFAULT_STATUS_COMMAND) -> str:
             "status_command", f"status command {status_command!r} must be one non-empty line"
         )
     return f"{text} 2>&1; true"
+
+
+SAMPLE_VALUES: dict[str, object] = {
+    "agent_dir": "/home/frappe/agent",
+    "repo_url": "https://git.example.com/frappe/agent.git",
+    "commit": "0123456789abcdef0123456789abcdef01234567",
+    "restart_web": True,
+    "restart_rq": True,
+    "restart_redis": False,
+}
+
+
+def validate_template(template: str | None, field: str = TEMPLATE_FIELD) -> None:
+    """Render ``template`` (empty: the default) with sample values and parse it with sh.
+
+    Run when the settings are saved or loaded, so a template that cannot be
+    built, or that the shell cannot parse, never reaches a server.
+    """
+    text = template if template and template.strip() else None
+    try:
+        rendered = render_update_command(template=text, **SAMPLE_VALUES)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise ValidationError(field, exc.message) from exc
+    except (KeyError, ValueError) as exc:
+        raise ValidationError(field, f"cannot be rendered: {exc}") from exc
+    sh = shutil.which("sh")
+    if sh is None:
+        return
+    done = subprocess.run(
+        [sh, "-n", "-c", rendered], capture_output=True, text=True, timeout=10, check=False
+    )
+    if done.returncode != 0:
+        detail = (done.stderr or done.stdout).strip().splitlines()
+        raise ValidationError(
+            field, f"is not a valid shell script: {detail[-1] if detail else 'sh -n failed'}"
+        )

@@ -221,7 +221,18 @@ def command_sent(update: Update, row: Row, now: float) -> Row:
 
 
 def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
-    """Verify in every case: the exit code is a hint, not a verdict."""
+    """Verify in every case: the exit code is a hint, not a verdict.
+
+    Except when the command never began (it could not be built, or another
+    command held the server's lock): nothing changed there, so there is
+    nothing to verify or roll back. A rollback that cannot begin is Fatal
+    through ``fail``: the failed attempt's code is still on the server.
+    """
+    if obs.not_started:
+        what = obs.error or "the command did not start"
+        if rolling_back(row):
+            return fail(update, row, f"rollback command: {what}", now)
+        return _end(row, RowStatus.FAILURE, now, f"{what}; nothing was changed")
     if obs.exit_code == 0 and not obs.error:
         window, note = update.startup_timeout, "command exited 0"
     else:

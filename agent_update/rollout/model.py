@@ -95,6 +95,7 @@ class Server:
     ssh_port: int = 22
     ssh_user: str = "frappe"
     agent_dir: str = "/home/frappe/agent"
+    agent_user: str = "frappe"  # the steps run as this user (sudo -u when SSH logs in as another)
     agent_url: str = ""
     agent_password: str = ""
     status: str = "Active"
@@ -104,6 +105,9 @@ class Server:
     @property
     def opted_out(self) -> bool:
         return self.disable_agent_update or self.status != "Active"
+
+    def copy(self, **changes: object) -> Server:
+        return replace(self, **changes)
 
 
 @dataclass
@@ -209,7 +213,7 @@ class EngineSettings:
     ssh_private_key: str = ""
     known_hosts: str = ""
     update_command_template: str = ""  # empty: the default of remote.script
-    status_command: str = "supervisorctl status"
+    status_command: str = "sudo -n supervisorctl status"  # supervisord's socket is root-only
     git_token: str = ""
     git_cache_dir: str = ""
     poll_interval: float = 0.2  # seconds between two health probes

@@ -30,6 +30,7 @@ class CommandObs:
     timed_out: bool = False
     error: str = ""
     duration: float = 0.0
+    not_started: bool = False  # never began (could not be built, lock held): nothing changed
 
 
 @dataclass(frozen=True)

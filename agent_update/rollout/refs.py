@@ -208,3 +208,70 @@ def validate_agent_dir(value: object, field: str = "agent_dir") -> str:
     if not stripped:
         raise ValidationError(field, "agent directory must not be '/'")
     return stripped
+
+
+_UNIX_USER = re.compile(r"[a-z_][a-z0-9_-]{0,31}")
+_HOSTNAME = re.compile(
+    r"(?=.{1,253}\Z)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+    r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*"
+)
+_IPV4 = re.compile(r"\d{1,3}(?:\.\d{1,3}){3}")
+_URL_PATH = re.compile(r"[A-Za-z0-9._~/%+-]*")
+
+
+def validate_unix_user(value: object, field: str = "agent_user") -> str:
+    """A POSIX login name (``useradd``'s default rule): it goes into sudo and shells."""
+    text = _text(value, field, "user").strip()
+    if not text:
+        raise ValidationError(field, "user name is empty")
+    if not _UNIX_USER.fullmatch(text):
+        raise ValidationError(
+            field,
+            f"{text!r} is not a user name (lower-case letters, digits, _ and -, "
+            "starting with a letter or _, at most 32 characters)",
+        )
+    return text
+
+
+def validate_host(value: object, field: str = "host") -> str:
+    """A DNS name or an IPv4 address: it reaches SSH and the known hosts lookup."""
+    text = _text(value, field, "host").strip()
+    if not text:
+        raise ValidationError(field, "host is empty")
+    if _IPV4.fullmatch(text):
+        if any(int(part) > 255 for part in text.split(".")):
+            raise ValidationError(field, f"{text!r} is not an IPv4 address")
+        return text
+    if not _HOSTNAME.fullmatch(text) or text.replace(".", "").isdigit():
+        raise ValidationError(field, f"{text!r} is not a host name or IPv4 address")
+    return text
+
+
+def validate_port(value: object, field: str = "ssh_port") -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValidationError(field, f"port {value!r} is not a whole number within 1 … 65535")
+    return value
+
+
+def validate_agent_url(value: object, field: str = "agent_url") -> str:
+    """The agent's base URL: http(s)://host[:port][/path], no credentials, query or fragment."""
+    text = _text(value, field, "agent URL").strip().rstrip("/")
+    if not text:
+        raise ValidationError(field, "agent URL is empty")
+    _check_controls(text, field, "agent URL")
+    if len(text) > MAX_URL_LEN:
+        raise ValidationError(field, f"agent URL is longer than {MAX_URL_LEN} characters")
+    parts = urlsplit(text)
+    if parts.scheme not in ("http", "https"):
+        raise ValidationError(field, f"agent URL {text!r} must start with http:// or https://")
+    if "@" in parts.netloc:
+        raise ValidationError(field, "agent URL must not carry credentials (use the password)")
+    if parts.query or parts.fragment or "?" in text or "#" in text:
+        raise ValidationError(field, f"agent URL {text!r} must not have a query or fragment")
+    host, _, port = parts.netloc.partition(":")
+    validate_host(host, field)
+    if port and not (port.isdigit() and 0 < int(port) < 65536):
+        raise ValidationError(field, f"agent URL {text!r}: port {port!r} is not valid")
+    if not _URL_PATH.fullmatch(parts.path) or ".." in parts.path.split("/"):
+        raise ValidationError(field, f"agent URL {text!r}: path {parts.path!r} is not valid")
+    return text

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from agent_update.rollout import refs
 from agent_update.rollout.errors import ValidationError
-from agent_update.rollout.model import EngineSettings, Update
+from agent_update.rollout.model import EngineSettings, Server, Update
 
 MAX_LANES = 200
 
@@ -87,3 +87,26 @@ def validate_update(update: Update, *, need_commit: bool = False) -> None:
 def _positive(value: float, field: str) -> None:
     if not value or value <= 0:
         raise ValidationError(field, "must be greater than zero")
+
+
+def validate_server(server: Server) -> Server:
+    """Every registry field that reaches a shell, SSH or a URL, checked when saved.
+
+    The same checks run again when a command is built, so a value written
+    behind the rules' back still never reaches a server. Returns the server
+    with its values normalised (trimmed, no trailing slash).
+    """
+    name = (server.name or "").strip()
+    if not name:
+        raise ValidationError("name", "is required")
+    if any(ord(ch) < 32 for ch in name):
+        raise ValidationError("name", f"server name {name!r} contains a control character")
+    return server.copy(
+        name=name,
+        host=refs.validate_host(server.host, "host"),
+        ssh_port=refs.validate_port(server.ssh_port, "ssh_port"),
+        ssh_user=refs.validate_unix_user(server.ssh_user, "ssh_user"),
+        agent_user=refs.validate_unix_user(server.agent_user, "agent_user"),
+        agent_dir=refs.validate_agent_dir(server.agent_dir, "agent_dir"),
+        agent_url=refs.validate_agent_url(server.agent_url, "agent_url"),
+    )

@@ -13,11 +13,12 @@ import sqlite3
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import fields
+from dataclasses import MISSING, fields
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol, get_type_hints
 
+from agent_update.rollout import rules
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
 from agent_update.rollout.model import Row, Server, Update
 
@@ -104,6 +105,18 @@ class _Codec:
     def columns(self) -> str:
         return ", ".join(f'"{n}" {self.types[n]}' for n in self.names)
 
+    def defaults(self) -> dict[str, Any]:
+        """Each field's default as stored (None when the field has none)."""
+        out: dict[str, Any] = {}
+        for f in fields(self.cls):
+            if f.default is not MISSING:
+                out[f.name] = _encode(f.default)
+            elif f.default_factory is not MISSING:
+                out[f.name] = _encode(f.default_factory())
+            else:
+                out[f.name] = None
+        return out
+
     def to_row(self, obj: Any, names: Iterable[str]) -> list[Any]:
         return [_encode(getattr(obj, n)) for n in names]
 
@@ -141,6 +154,24 @@ SERVER_CODEC = _Codec(Server)
 # ------------------------------------------------------------------- SQLite
 
 
+def _add_missing_columns(db: sqlite3.Connection, table: str, codec: _Codec) -> None:
+    """A database made by an older version gains the fields added since, at their defaults."""
+    have = {info[1] for info in db.execute(f"PRAGMA table_info({table})")}
+    defaults = codec.defaults()
+    for name in codec.names:
+        if name not in have:
+            default = defaults[name]
+            clause = "" if default is None else f" DEFAULT {_literal(default)}"
+            db.execute(f"ALTER TABLE {table} ADD COLUMN {_q(name)} {codec.types[name]}{clause}")
+
+
+def _literal(value: Any) -> str:
+    """An SQL literal for a default (DDL takes no parameters)."""
+    if isinstance(value, int | float):
+        return repr(value)
+    return "'" + str(value).replace("'", "''") + "'"
+
+
 class SqliteStore:
     """The embedded store: one file in WAL mode, one connection per process.
 
@@ -173,6 +204,9 @@ class SqliteStore:
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
             )
+            for table, codec in (("updates", UPDATE_CODEC), ("rows", ROW_CODEC)):
+                _add_missing_columns(db, table, codec)
+            _add_missing_columns(db, "servers", SERVER_CODEC)
 
     # connections and transactions
     @contextlib.contextmanager
@@ -319,6 +353,8 @@ class SqliteStore:
 
     # servers
     def save_server(self, server: Server) -> None:
+        """Insert or replace a registry entry; ValidationError names a bad field."""
+        server = rules.validate_server(server)
         names = SERVER_CODEC.names
         columns = ", ".join(map(_q, names))
         self._write(

@@ -4,6 +4,11 @@ Each host has a real sshd, its own supervisord and a test agent checked out
 from a shared local upstream, so the real update command runs over real SSH
 and verification reads what really runs (DESIGN §5, §8). Used by tests,
 benchmarks and the demo; ``python -m agent_update.testing`` starts one by hand.
+
+Run as root, the fleet is production-like (see host.py): each host's agent
+runs as its own user (``fl<fleet id>h<N>``, removed at stop), who is the SSH
+user; supervisord is root's with a root-only socket, reached with ``sudo
+supervisorctl``. Not as root, everything runs as the current user, as before.
 """
 
 from __future__ import annotations
@@ -11,6 +16,7 @@ from __future__ import annotations
 import atexit
 import json
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -22,7 +28,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from agent_update.testing import agentdir, procs, sshd, sshkeys, supervise
+from agent_update.testing import agentdir, procs, sshd, sshkeys, supervise, users
 from agent_update.testing.host import SimHost
 from agent_update.testing.model import FleetCommits, FleetError, FleetHost
 from agent_update.testing.upstream import Upstream
@@ -32,6 +38,19 @@ __all__ = ["Fleet", "FleetCommits", "FleetError", "FleetHost"]
 T = TypeVar("T")
 STOP_GRACE = 5.0  # seconds between SIGTERM and SIGKILL; supervisord's own is 3
 HostRef = FleetHost | str
+
+
+def _let_others_in(root: Path) -> None:
+    """The agent users must reach the upstream and their host dirs under ``root``.
+
+    ``root`` becomes 0755; an ancestor that others cannot traverse (a 0700
+    temporary directory) gains only the traverse bit, never read.
+    """
+    root.chmod(0o755)
+    for parent in root.parents:
+        mode = parent.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            parent.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
 
 
 class Fleet:
@@ -97,6 +116,9 @@ class Fleet:
         self.root.mkdir(parents=True, exist_ok=True)
         if any(self.root.iterdir()):
             raise FleetError(f"fleet root {self.root} must be empty (or not exist yet)")
+        fleet_id = users.fleet_id() if users.production_like() else ""
+        if fleet_id:
+            _let_others_in(self.root)
         sshd.ensure_privsep_dir()
         self.client_key_path = self.root / "client_key"
         client_public = sshkeys.generate(self.client_key_path, "agent_update fleet client")
@@ -105,12 +127,18 @@ class Fleet:
         shas = self._upstream.create()
         self.commits = FleetCommits(**shas)
         self.upstream_url = str(self._upstream.bare)
-        sims = [SimHost.plan(self.root, index + 2, self.workers) for index in range(self.size)]
+        sims = [
+            SimHost.plan(self.root, index + 2, self.workers, fleet_id) for index in range(self.size)
+        ]
         self._sims = {sim.spec.name: sim for sim in sims}
         self.hosts = [sim.spec for sim in sims]
+        if fleet_id:
+            for sim in sims:
+                sim.create_user()
         template = self.root / "agent-repo"
         agentdir.clone_template(template, self._upstream.bare, shas["base"])
-        lines = self._run_all(lambda sim: sim.prepare(template, client_public))
+        bare = self._upstream.bare
+        lines = self._run_all(lambda sim: sim.prepare(template, client_public, bare))
         self.known_hosts = "\n".join(lines) + "\n"
         self.known_hosts_path = self.root / "known_hosts"
         self.known_hosts_path.write_text(self.known_hosts)
@@ -154,6 +182,9 @@ class Fleet:
         procs.wait_dead(set().union(set(), *watched.values()), timeout=STOP_GRACE)
         for name, sim in self._sims.items():
             sim.finish(watched[name])
+        problems = [problem for sim in self._sims.values() if (problem := sim.remove_user())]
+        if problems:
+            print("loopback fleet: " + "; ".join(problems))
         if self._own_root and not self.keep_root:
             shutil.rmtree(self.root, ignore_errors=True)
         self.timings["stop"] = time.monotonic() - began
@@ -208,7 +239,8 @@ class Fleet:
 
     def checked_out_commit(self, host: HostRef) -> str:
         """HEAD of the host's repo, read with git directly."""
-        return agentdir.checked_out(Path(self._sim(host).spec.agent_dir))
+        sim = self._sim(host)
+        return agentdir.checked_out(Path(sim.spec.agent_dir), sim.owner)
 
     # -- supervisord, directly (not over SSH) -----------------------------
 
@@ -242,7 +274,7 @@ class Fleet:
         unhealthy) needs ``wait=False``.
         """
         sim = self._sim(host)
-        agentdir.checkout(Path(sim.spec.agent_dir), commit)
+        agentdir.checkout(Path(sim.spec.agent_dir), commit, sim.owner)
         self._call(host, "stopProcessGroup", supervise.GROUP, True)
         self._call(host, "startProcessGroup", supervise.GROUP, False)
         if wait:

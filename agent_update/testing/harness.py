@@ -22,6 +22,7 @@ def fleet_servers(fleet: Fleet, server_type: str = "Server") -> list[Server]:
             server_type=server_type,
             ssh_port=host.ssh_port,
             ssh_user=host.ssh_user,
+            agent_user=host.agent_user,
             agent_dir=host.agent_dir,
             agent_url=host.agent_url,
             agent_password=host.agent_password,

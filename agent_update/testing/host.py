@@ -3,6 +3,13 @@
 Owns every process it starts and can prove each is gone. Layout under
 ``<root>/h<N>/`` is kept short because supervisord's unix socket path must
 stay within 107 bytes.
+
+Run as root, a host is set up like a standard server: the agent and its
+programs run as the host's own user (``users.py``), who is also the SSH
+user; supervisord runs as root with a root-only socket, reached with ``sudo
+supervisorctl``; root may log in over SSH too. Otherwise everything runs as
+the current user, and a ``sudo`` shim first on the host's PATH just runs
+its command (there is no one else to become).
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from pathlib import Path
 
 import requests
 
-from agent_update.testing import agentdir, ports, procs, sshd, sshkeys, supervise
+from agent_update.testing import agentdir, ports, procs, sshd, sshkeys, supervise, users
 from agent_update.testing.model import FleetError, FleetHost
 
 SOCKET_PATH_MAX = 107
@@ -35,10 +42,14 @@ class SimHost:
     sshd_proc: subprocess.Popen[bytes] | None = None
     sup_proc: subprocess.Popen[bytes] | None = None
     hopeless: bool = False  # set by problem()
+    user: users.AgentUser | None = None  # the agent's own user (production-like mode)
 
     @classmethod
-    def plan(cls, root: Path, index: int, workers: int) -> SimHost:
-        """Choose address, ports, password and paths for host ``index`` (≥ 2)."""
+    def plan(cls, root: Path, index: int, workers: int, fleet_id: str = "") -> SimHost:
+        """Choose address, ports, password and paths for host ``index`` (≥ 2).
+
+        With a ``fleet_id`` (run as root) the host gets its own agent user.
+        """
         if not 2 <= index <= 254:
             raise FleetError(f"host index {index} is outside 127.0.0.2 … 127.0.0.254")
         address = f"127.0.0.{index}"
@@ -49,11 +60,13 @@ class SimHost:
             raise FleetError(
                 f"{socket_path} is longer than {SOCKET_PATH_MAX} bytes: use a shorter root"
             )
+        agent_user = users.user_name(fleet_id, index) if fleet_id else sshd.ssh_user()
         spec = FleetHost(
             name=f"host{index}",
             address=address,
             ssh_port=ssh_port,
-            ssh_user=sshd.ssh_user(),
+            ssh_user=agent_user,
+            agent_user=agent_user,
             agent_port=agent_port,
             agent_url=f"http://{address}:{agent_port}",
             agent_password=secrets.token_hex(12),
@@ -84,9 +97,24 @@ class SimHost:
         """Where to look when this host misbehaves."""
         return f"{self.sshd_files.log}, {self.sup_files.log}, {self.sup_files.logs_dir}/"
 
-    def prepare(self, template: Path, client_public: str) -> str:
+    @property
+    def home(self) -> Path:
+        return self.dir / "home"
+
+    @property
+    def owner(self) -> str | None:
+        """Who owns the agent's checkout when that is not us (git runs as them)."""
+        return None if self.user is None else self.user.name
+
+    def create_user(self) -> None:
+        """Make the host's agent user (one at a time: useradd locks /etc/passwd)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.dir.chmod(0o755)
+        self.user = users.create(self.spec.agent_user, self.home, self.sup_files.ctl.parent)
+
+    def prepare(self, template: Path, client_public: str, upstream: Path) -> str:
         """Write keys, configs and the agent checkout; return the host's public key line."""
-        home = self.dir / "home"
+        home = self.home
         for directory in (self.dir, self.sup_files.logs_dir, self.sup_files.ctl.parent, home):
             directory.mkdir(parents=True, exist_ok=True)
         host_public = sshkeys.generate(self.sshd_files.host_key, self.spec.name)
@@ -99,20 +127,34 @@ class SimHost:
             home,
         )
         agent_dir = Path(self.spec.agent_dir)
-        agentdir.create(
+        config: dict[str, object] = {
+            "name": self.spec.name,
+            "address": self.spec.address,
+            "web_port": self.spec.agent_port,
+            "password": self.spec.agent_password,
+            "workers": self.workers,
+        }
+        if self.user is None:
+            config.update(
+                supervisor_socket=str(self.sup_files.socket), supervisorctl=str(self.sup_files.ctl)
+            )
+            _write_sudo_shim(self.sup_files.ctl.parent / "sudo")
+        else:
+            config["supervisorctl"] = ["sudo", "-n", "supervisorctl"]
+        python = agentdir.python_for(own_user=self.user is not None)
+        agentdir.create(agent_dir, template, config, python)
+        agentdir.trust_upstream(home, upstream)
+        supervise.write(
+            self.sup_files,
+            self.spec.address,
             agent_dir,
-            template,
-            {
-                "name": self.spec.name,
-                "address": self.spec.address,
-                "web_port": self.spec.agent_port,
-                "password": self.spec.agent_password,
-                "supervisor_socket": str(self.sup_files.socket),
-                "supervisorctl": str(self.sup_files.ctl),
-                "workers": self.workers,
-            },
+            self.redis_port,
+            self.workers,
+            self.owner,
         )
-        supervise.write(self.sup_files, self.spec.address, agent_dir, self.redis_port, self.workers)
+        if self.user is not None:
+            for mine in (agent_dir, home, self.dir / "redis"):
+                users.chown_tree(mine, self.user)
         return sshkeys.known_hosts_line(self.spec.address, self.spec.ssh_port, host_public)
 
     def launch(self) -> None:
@@ -198,6 +240,15 @@ class SimHost:
         procs.send(sshd_tree, signal.SIGTERM)
         return pids
 
+    def remove_user(self) -> str:
+        """Delete the agent user once its processes are gone; a problem or ''."""
+        if self.user is None:
+            return ""
+        problem = users.remove(self.user.name)
+        if not problem:
+            self.user = None
+        return problem
+
     def finish(self, pids: set[int]) -> None:
         """SIGKILL whatever ignored SIGTERM, then reap our direct children."""
         alive = procs.wait_dead(pids, 0)
@@ -209,3 +260,19 @@ class SimHost:
         ports.release(
             self.spec.address, [self.spec.ssh_port, self.spec.agent_port, self.redis_port]
         )
+
+
+def _write_sudo_shim(path: Path) -> None:
+    """Not root: sudo would only make us ourselves. Drop its options, run the command."""
+    path.write_text(
+        "#!/bin/sh\n"
+        "# loopback fleet, not run as root: every user is this one; run the command as is\n"
+        'while [ $# -gt 0 ]; do case "$1" in\n'
+        "  -u) shift 2 ;;\n"
+        "  --) shift; break ;;\n"
+        "  -*) shift ;;\n"
+        "  *) break ;;\n"
+        "esac; done\n"
+        'exec "$@"\n'
+    )
+    path.chmod(0o755)

@@ -25,6 +25,7 @@ class FleetHost:
     agent_url: str  # f"http://{address}:{agent_port}"
     agent_password: str
     agent_dir: str  # absolute path of <host>/agent
+    agent_user: str  # runs the agent; the SSH user too (root may log in as well)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class FleetCommits:
     slow: str  # web sleeps ~3 s before it listens
     unhealthy: str  # web fine, the worker exits at start
     liar: str  # good code, but `agent update` exits 1 after restarting
+    crashloop: str  # web lives 1.5 s (> startsecs) then dies: new pid each time, never FATAL
     side: str  # on branch `side` only: not reachable from master
 
 
@@ -52,4 +54,5 @@ MASTER_MARKERS: tuple[str, ...] = (
     "slow",
     "unhealthy",
     "liar",
+    "crashloop",
 )

@@ -17,7 +17,15 @@ from pathlib import Path
 _NAME = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)")
 
 
+ENV_PACKAGES = Path(__file__).resolve().parent.parent / "packages.txt"
+
+
 def installed(name: str) -> bool:
+    """In the env's list (when the fleet wrote one), or importable by this Python."""
+    if ENV_PACKAGES.is_file():
+        listed = {line.strip().lower() for line in ENV_PACKAGES.read_text().splitlines()}
+        if name.lower() in listed:
+            return True
     try:
         importlib.metadata.distribution(name)
         return True

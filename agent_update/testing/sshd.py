@@ -44,7 +44,7 @@ def write(
     home: Path,
 ) -> None:
     files.authorized_keys.write_text(client_public + "\n")
-    files.authorized_keys.chmod(0o600)
+    files.authorized_keys.chmod(0o644)  # sshd reads it as the user logging in
     path_env = ":".join([*path_dirs, "/usr/local/bin", "/usr/bin", "/bin"])
     files.config.write_text(
         "\n".join(

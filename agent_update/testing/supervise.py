@@ -38,10 +38,14 @@ class SupervisorFiles:
     ctl: Path  # the host's `supervisorctl` wrapper
 
 
-def _program(name: str, command: list[str], directory: Path, log: Path) -> str:
+def _program(
+    name: str, command: list[str], directory: Path, log: Path, user: str | None = None
+) -> str:
+    as_user = [] if user is None else [f"user={user}"]
     return "\n".join(
         [
             f"[program:{name}]",
+            *as_user,
             "command=" + " ".join(shlex.quote(part) for part in command),
             f"directory={directory}",
             "autostart=true",
@@ -66,8 +70,13 @@ def write(
     agent_dir: Path,
     redis_port: int,
     workers: int,
+    user: str | None = None,
 ) -> None:
-    """Write supervisord.conf and the host's `supervisorctl` wrapper script."""
+    """Write supervisord.conf and the host's `supervisorctl` wrapper script.
+
+    With ``user``, the programs run as that user (supervisord stays root,
+    its socket root-only): the agent reaches it through sudo, as on a server.
+    """
     python = str(agent_dir / "env" / "bin" / "python")
     agent = [python, str(agent_dir / "repo" / "testagent.py")]
     redis_dir = files.logs_dir.parent / "redis"
@@ -89,23 +98,47 @@ def write(
         "[rpcinterface:supervisor]\n"
         "supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n",
         f"[supervisorctl]\nserverurl=unix://{files.socket}\n",
-        _program("web", [*agent, "web"], agent_dir, files.logs_dir / "web.log"),
+        _program("web", [*agent, "web"], agent_dir, files.logs_dir / "web.log", user),
         *(
             _program(
-                name, [*agent, "worker", str(index)], agent_dir, files.logs_dir / f"{name}.log"
+                name,
+                [*agent, "worker", str(index)],
+                agent_dir,
+                files.logs_dir / f"{name}.log",
+                user,
             )
             for index, name in enumerate(workers_names)
         ),
-        _program("redis", redis, redis_dir, files.logs_dir / "redis.log"),
+        _program("redis", redis, redis_dir, files.logs_dir / "redis.log", user),
         f"[group:{GROUP}]\nprograms=" + ",".join(["web", *workers_names, "redis"]) + "\n",
     ]
     files.config.write_text("\n".join(sections))
-    files.ctl.write_text(
-        "#!/bin/sh\n"
-        f"exec {shlex.quote(sys.executable)} -m supervisor.supervisorctl"
-        f' -c {shlex.quote(str(files.config))} "$@"\n'
-    )
+    config = shlex.quote(str(files.config))
+    ctl = f'exec {shlex.quote(sys.executable)} -m supervisor.supervisorctl -c {config} "$@"\n'
+    if user is not None:
+        # Root runs it with our interpreter; anyone else (the agent user
+        # without sudo) with the system's, to meet the root-only socket and
+        # get supervisorctl's own "Permission denied", as on a server.
+        pylib = _readable_supervisor(files.config.parent.parent)
+        ctl = (
+            f'if [ "$(id -u)" = 0 ]; then {ctl}fi\n'
+            f"PYTHONPATH={shlex.quote(str(pylib))} exec /usr/bin/python3"
+            f' -m supervisor.supervisorctl -c {config} "$@"\n'
+        )
+    files.ctl.write_text("#!/bin/sh\n" + ctl)
     files.ctl.chmod(0o755)
+
+
+def _readable_supervisor(root: Path) -> Path:
+    """A folder any user may import the ``supervisor`` package from (ours may be root-only)."""
+    import supervisor
+
+    pylib = root / "pylib"
+    pylib.mkdir(exist_ok=True)
+    link = pylib / "supervisor"
+    if not link.exists():
+        link.symlink_to(Path(supervisor.__file__).parent, target_is_directory=True)
+    return pylib
 
 
 LAUNCHER = """

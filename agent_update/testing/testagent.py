@@ -6,7 +6,11 @@ only, since it runs straight from a checkout. It copies what an orchestrator
 sees of the real agent (DESIGN §8): ``/version`` reads git at request time,
 services come from its own supervisord, ``update`` silently restarts nothing
 when a program is down, and its exit code can lie. ``started_commit`` is an
-extra the real agent lacks, so tests can prove what really runs.
+extra the real agent lacks, so tests can prove what really runs. Where the
+supervisor socket is root-only (a fleet run as root), it goes through
+``sudo -n supervisorctl`` as the real agent does; a ``crashloop`` web lives
+past supervisor's ``startsecs`` and then dies, so it never reaches FATAL
+(the real gunicorn master with an app that raises at import).
 
 Usage: ``testagent.py web | worker <i> | setup database | run-patches |
 update --restart-web-workers=… --restart-rq-workers=… --restart-redis=…``.
@@ -31,8 +35,9 @@ CONFIG = REPO.parent / "config.json"  # outside the repo, like the real agent's
 GROUP = "agent"
 DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "marker": "unknown",
-    "web": "ok",  # ok | crash | slow
+    "web": "ok",  # ok | crash | crashloop | slow
     "web_delay": 3.0,
+    "crash_after": 1.5,  # crashloop: seconds alive before dying (> startsecs=1)
     "worker": "ok",  # ok | exit
     "update_exit": 0,
 }
@@ -74,17 +79,43 @@ def _supervisor(socket_path: str) -> Any:
     return xmlrpc.client.ServerProxy("http://localhost", transport=Transport())
 
 
-def program_states(config: dict[str, Any]) -> dict[str, str]:
-    """State of every program of the agent group; empty when supervisord is down.
+STATES_TTL = 0.5  # seconds a read of supervisor's states is reused (each costs a sudo)
+_cache: dict[str, Any] = {"at": 0.0, "states": {}}
 
-    Read over supervisord's XML-RPC socket rather than by spawning
-    ``supervisorctl status``: same states, without a Python start per request.
+
+def _ctl(config: dict[str, Any]) -> list[str]:
+    """argv prefix of supervisorctl: ``["sudo", "-n", "supervisorctl"]`` or the host's own."""
+    ctl = config["supervisorctl"]
+    return [ctl] if isinstance(ctl, str) else list(ctl)
+
+
+def program_states(config: dict[str, Any], fresh: bool = False) -> dict[str, str]:
+    """State of every program of the agent group; empty when supervisord is unusable.
+
+    Over supervisord's XML-RPC socket when it is ours to use (no process per
+    request), else with ``supervisorctl status``, as the real agent does.
     """
+    now = time.monotonic()
+    if not fresh and now - _cache["at"] < STATES_TTL:
+        return dict(_cache["states"])
+    states: dict[str, str] = {}
+    socket_path = config.get("supervisor_socket")
     try:
-        infos = _supervisor(config["supervisor_socket"]).supervisor.getAllProcessInfo()
-    except Exception:  # socket errors and XML-RPC faults: supervisord unusable
-        return {}
-    return {info["name"]: info["statename"] for info in infos if info["group"] == GROUP}
+        if socket_path:
+            infos = _supervisor(socket_path).supervisor.getAllProcessInfo()
+            states = {i["name"]: i["statename"] for i in infos if i["group"] == GROUP}
+        else:
+            done = subprocess.run(
+                [*_ctl(config), "status"], capture_output=True, text=True, timeout=20
+            )
+            for line in done.stdout.splitlines():
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].startswith(f"{GROUP}:"):
+                    states[parts[0].split(":", 1)[1]] = parts[1]
+    except Exception:  # socket errors, XML-RPC faults, a hung sudo: supervisord unusable
+        states = {}
+    _cache.update(at=now, states=states)
+    return dict(states)
 
 
 def services(states: dict[str, str]) -> dict[str, Any]:
@@ -155,6 +186,12 @@ def run_web(config: dict[str, Any]) -> int:
     if behaviour["web"] == "crash" or head in config.get("crash_commits", ()):
         print("web: crashing on start", file=sys.stderr, flush=True)
         return 3
+    if behaviour["web"] == "crashloop":
+        # Like a gunicorn master whose app raises at import: up long enough for
+        # supervisor to call it RUNNING, then gone; restarted forever, never FATAL.
+        time.sleep(float(behaviour["crash_after"]))
+        print("web: the app failed to load; exiting", file=sys.stderr, flush=True)
+        return 3
     started = {
         "commit": head,
         "marker": behaviour["marker"],
@@ -194,7 +231,7 @@ def run_worker(index: int) -> int:
 def run_update(config: dict[str, Any], args: argparse.Namespace) -> int:
     """Restart the chosen programs; like the real agent, do nothing if one is down."""
     behaviour = load_behaviour()
-    states = program_states(config)
+    states = program_states(config, fresh=True)
     if states and all(state == "RUNNING" for state in states.values()):
         chosen: list[str] = []
         if args.restart_redis:
@@ -205,7 +242,7 @@ def run_update(config: dict[str, Any], args: argparse.Namespace) -> int:
             chosen.append("web")
         for name in chosen:
             # Its exit code is ignored, as the real agent's runner often does.
-            subprocess.run([config["supervisorctl"], "restart", f"{GROUP}:{name}"], check=False)
+            subprocess.run([*_ctl(config), "restart", f"{GROUP}:{name}"], check=False)
     print("Update complete", flush=True)
     if behaviour["update_exit"]:
         print("Error: could not reload the agent configuration", file=sys.stderr, flush=True)

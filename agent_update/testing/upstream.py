@@ -33,6 +33,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "slow": {"web": "slow", "web_delay": 3.0},
     "unhealthy": {"worker": "exit"},
     "liar": {"update_exit": 1},
+    "crashloop": {"web": "crashloop"},
 }
 
 _IDENT = "Loopback Fleet <fleet@localhost>"
@@ -75,7 +76,7 @@ class Upstream:
         self.bare = root / "upstream.git"
 
     def create(self) -> dict[str, str]:
-        """Create master (base … liar) and side (off base); return marker → sha."""
+        """Create master (base … crashloop) and side (off base); return marker → sha."""
         git(self.bare.parent, "init", "-q", "--bare", "-b", "master", str(self.bare))
         plan = [("master", marker, None, VARIANTS.get(marker, {})) for marker in MASTER_MARKERS]
         plan.append(("side", "side", ":1", {}))  # mark 1 is base

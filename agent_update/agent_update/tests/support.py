@@ -117,6 +117,7 @@ class FleetCase(FrappeTestCase):
                 "ssh_user": host.ssh_user,
                 "server_type": cls.SERVER_TYPE,
                 "agent_dir": host.agent_dir,
+                "agent_user": host.agent_user,
                 "agent_url": host.agent_url,
                 "agent_password": host.agent_password,
                 **extra,

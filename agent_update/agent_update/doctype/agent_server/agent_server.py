@@ -6,15 +6,27 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from agent_update.frappe_codec import server_from
+from agent_update.rollout import rules
+from agent_update.rollout.errors import ValidationError
+
 
 class AgentServer(Document):
     def validate(self) -> None:
-        """Catch typos here rather than as a failed row in the middle of a rollout."""
-        self.host = (self.host or "").strip()
-        self.agent_url = (self.agent_url or "").strip().rstrip("/")
-        if not 0 < (self.ssh_port or 0) < 65536:
-            frappe.throw(_("{0} must be between 1 and 65535").format(_("SSH Port")))
-        if not self.agent_url.startswith(("http://", "https://")):
-            frappe.throw(_("{0} must start with http:// or https://").format(_("Agent URL")))
-        if not (self.agent_dir or "").startswith("/"):
-            frappe.throw(_("{0} must be an absolute path").format(_("Agent Directory")))
+        """The engine's own rules for every field that reaches a shell, SSH or a URL.
+
+        Caught here rather than as a failed row in the middle of a rollout;
+        the message names the field by this form's label.
+        """
+        try:
+            candidate = server_from(self)
+            server = rules.validate_server(
+                candidate.copy(name=self.name or self.server_name or candidate.name)
+            )
+        except ValidationError as exc:
+            frappe.throw(_("{0}: {1}").format(_(self.meta.get_label(exc.field)), exc.message))
+        self.host = server.host
+        self.ssh_user = server.ssh_user
+        self.agent_user = server.agent_user
+        self.agent_dir = server.agent_dir
+        self.agent_url = server.agent_url

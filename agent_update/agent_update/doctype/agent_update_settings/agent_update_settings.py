@@ -23,8 +23,9 @@ class AgentUpdateSettings(Document):
                 self.default_branch = refs.validate_branch(
                     self.default_branch.strip(), "default_branch"
                 )
-            if (self.update_command_template or "").strip():
-                script.template_placeholders(self.update_command_template)
+            # Rendered with sample values and parsed by sh: a template that
+            # cannot be built never reaches a server.
+            script.validate_template(self.update_command_template or "")
             if self.status_command:
                 script.render_status_command(self.status_command)
         except ValidationError as exc:
