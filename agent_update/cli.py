@@ -52,6 +52,8 @@ def print_update(service: Service, name: str) -> None:
         print(f"  halted: {update.halt_reason}")
     if update.why_stuck:
         print("  stuck at planning:\n    " + update.why_stuck.replace("\n", "\n    "))
+    if update.overlap_warning:
+        print(f"  warning: {update.overlap_warning}")
     for row in service.store.get_rows(name):
         print("  " + format_row(row))
 

@@ -141,6 +141,7 @@ ENGINE_UPDATE_FIELDS = (
     "started_at",
     "ended_at",
     "why_stuck",
+    "overlap_warning",
     "split_from",
     "paused_for_test_mode",
     "lease_owner",
@@ -214,7 +215,8 @@ def row_values(row: Row, names: Iterable[str]) -> dict[str, Any]:
 
 def row_payload(row: Row) -> dict[str, Any]:
     """What the form needs to redraw one row (no engine-only fields)."""
-    shown = [n for n in ROW_COLUMNS if n not in ("deadline", "healthy_since", "pids_before")]
+    hidden = ("deadline", "healthy_since", "pids_before", "command_ended_at", "seen_after")
+    shown = [n for n in ROW_COLUMNS if n not in hidden]
     values = row_values(row, shown)
     return {k: (str(v) if isinstance(v, dt.datetime) else v) for k, v in values.items()}
 

@@ -26,15 +26,23 @@ from frappe.utils.password import get_decrypted_password
 
 from agent_update import frappe_codec as codec
 from agent_update.rollout.errors import LeaseLost
-from agent_update.rollout.model import ENDED_ROW_STATUSES, Row, Server, Update
+from agent_update.rollout.model import (
+    ENDED_ROW_STATUSES,
+    FINAL_UPDATE_STATUSES,
+    Row,
+    Server,
+    Update,
+)
 from agent_update.rollout.store import NotFound
 
 UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
 ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
 TYPE_TABLE = f"`tab{codec.TYPE_DOCTYPE}`"
+SERVER_TABLE = f"`tab{codec.SERVER_DOCTYPE}`"
 ROW_WHERE = "parent=%s AND parenttype='Agent Update' AND parentfield='servers'"
 UNFINISHED = ("Planning", "Running", "Paused")
 ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
+FINAL = tuple(s.value for s in FINAL_UPDATE_STATUSES)
 
 
 def _q(column: str) -> str:
@@ -304,3 +312,86 @@ class FrappeStore:
                 f"SELECT * FROM `tab{codec.SERVER_DOCTYPE}` ORDER BY name", as_dict=True
             )
             return [codec.server_from(r) for r in found]
+
+    # ------------------------------------------------------ server leases
+    # One rollout per server (rollout.server_leases): compare-and-set on the
+    # Agent Server row, symmetric to the SQLite store's server_leases table.
+
+    def claim_server(self, server: str, name: str, idx: int, now: float, ttl: float) -> str:
+        """Take or renew; "" when (name, idx) holds it now, else the holder's update."""
+        with self._context():
+            self._write(
+                f"UPDATE {SERVER_TABLE} SET rollout_lease_update=%s, rollout_lease_row=%s, "
+                "rollout_lease_expires=%s WHERE name=%s AND (rollout_lease_update IS NULL "
+                "OR rollout_lease_update='' OR rollout_lease_expires<=%s "
+                "OR (rollout_lease_update=%s AND rollout_lease_row=%s))",
+                [name, idx, now + ttl, server, now, name, idx],
+            )
+            found = frappe.db.sql(
+                f"SELECT rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} WHERE name=%s",
+                server,
+            )
+            self._commit()
+        if not found:  # not in the registry: its row fails its precheck without touching it
+            return ""
+        holder = (found[0][0] or "", int(found[0][1] or 0))
+        return "" if holder == (name, idx) else holder[0]
+
+    def release_server(self, server: str, name: str, idx: int) -> None:
+        with self._context():
+            self._write(
+                f"UPDATE {SERVER_TABLE} SET rollout_lease_update='', rollout_lease_row=0, "
+                "rollout_lease_expires=0 WHERE name=%s AND rollout_lease_update=%s "
+                "AND rollout_lease_row=%s",
+                [server, name, idx],
+            )
+            self._commit()
+
+    def server_holders(self, servers: Iterable[str], now: float) -> dict[str, tuple[str, int]]:
+        chosen = sorted(set(servers))
+        out: dict[str, tuple[str, int]] = {}
+        with self._context():
+            for start in range(0, len(chosen), 500):
+                found = frappe.db.sql(
+                    f"SELECT name, rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} "
+                    "WHERE name IN %s AND rollout_lease_update!='' AND rollout_lease_expires>%s",
+                    [tuple(chosen[start : start + 500]), now],
+                )
+                out.update({r[0]: (r[1], int(r[2] or 0)) for r in found})
+        return out
+
+    def foreign_leases(self, name: str, now: float) -> dict[str, tuple[str, int]]:
+        """Live leases of other updates' rows (an index range on the holder column)."""
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT name, rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} "
+                "WHERE rollout_lease_update>'' AND rollout_lease_update<>%s "
+                "AND rollout_lease_expires>%s",
+                [name, now],
+            )
+        return {r[0]: (r[1], int(r[2] or 0)) for r in found}
+
+    def waiting_for(self, server: str) -> list[str]:
+        """Running updates with a Pending row on ``server``."""
+        with self._context():
+            return frappe.db.sql_list(
+                f"SELECT DISTINCT s.parent FROM {ROW_TABLE} s JOIN {UPDATE_TABLE} u "
+                "ON u.name=s.parent WHERE s.parenttype='Agent Update' "
+                "AND s.parentfield='servers' AND s.server=%s AND s.status='Pending' "
+                "AND u.status='Running' ORDER BY s.parent",
+                server,
+            )
+
+    def overlaps(self, name: str) -> list[tuple[str, str, str]]:
+        """Rows not yet ended of other unfinished updates on this update's servers."""
+        with self._context():
+            found = frappe.db.sql(
+                f"SELECT DISTINCT o.parent, u.status, o.server FROM {ROW_TABLE} o "
+                f"JOIN {UPDATE_TABLE} u ON u.name=o.parent "
+                "WHERE o.parenttype='Agent Update' AND o.parentfield='servers' "
+                f"AND o.parent<>%s AND o.server IN (SELECT server FROM {ROW_TABLE} "
+                f"WHERE {ROW_WHERE} AND status NOT IN %s) "
+                "AND o.status NOT IN %s AND u.status NOT IN %s ORDER BY o.parent, o.server",
+                [name, name, ENDED, ENDED, FINAL],
+            )
+        return [(r[0], r[1], r[2]) for r in found]

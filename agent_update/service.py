@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, planner, rules
+from agent_update.rollout import commands, planner, rules, server_leases
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
@@ -94,7 +94,16 @@ class Service:
     def build_plan(self, name: str) -> Update:
         update = self.store.get_update(name)
         rules.validate_update(update, need_commit=True)  # later edits are re-checked
-        return planner.build_plan(self.store, self.connector, name, self.settings, self.clock)
+        planned = planner.build_plan(self.store, self.connector, name, self.settings, self.clock)
+        return self._warn_overlap(planned)
+
+    def _warn_overlap(self, update: Update) -> Update:
+        """Name the other unfinished updates sharing servers with this one (or clear it)."""
+        warning = server_leases.overlap_warning(self.store.overlaps(update.name))
+        if warning != update.overlap_warning:
+            update = update.copy(overlap_warning=warning)
+            self.store.save_update(update, ["overlap_warning"])
+        return update
 
     # ------------------------------------------------------------------- walk
     def start(self, name: str) -> Update:
@@ -103,6 +112,7 @@ class Service:
             rules.validate_update(update, need_commit=True)
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
+            self._warn_overlap(started)
         self.runner.kick(name)
         return self.store.get_update(name)
 

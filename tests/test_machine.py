@@ -61,8 +61,11 @@ def test_success_path_needs_commit_and_new_pid_and_bake():
     u = upd(bake_time=2)
     row = to_verifying(u, pending(1)[0])
     assert row.status is RowStatus.VERIFYING and row.deadline == 10
-    same_pid = machine.after_probe(u, row, healthy(web_pid=10), 1)
+    same_pid = machine.after_probe(u, row.copy(command_ended_at=None), healthy(web_pid=10), 1)
     assert same_pid.status is RowStatus.VERIFYING and same_pid.healthy_since is None
+    # Once the command is known to have ended, an unchanged pid never changes: fail now.
+    stale = machine.after_probe(u, row, healthy(web_pid=10), 1)
+    assert stale.status is RowStatus.ROLLING_BACK and "nothing restarted" in stale.reason
     old_commit = machine.after_probe(u, row, healthy(commit=OLD), 1)
     assert old_commit.healthy_since is None
     baking = machine.after_probe(u, row, healthy(), 1)

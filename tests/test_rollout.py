@@ -121,14 +121,17 @@ def test_slow_start_and_lying_exit_code_still_succeed(reset, tmp_path):
 def test_rollback_that_fails_too_is_fatal_and_halts(reset, tmp_path):
     fleet = reset
     service = service_for(fleet, tmp_path, hosts=2)
+    # The update restarts nothing (its install fails), the rollback crash-loops:
+    # both are judged soon after their commands end.
     final, rows = run(
         service,
-        fleet.commits.crash,
+        fleet.commits.install_fail,
         rollback_to_specific=True,
-        rollback_commit=fleet.commits.install_fail,
+        rollback_commit=fleet.commits.crash,
     )
     first, second = rows[fleet.hosts[0].name], rows[fleet.hosts[1].name]
     assert first.status is RowStatus.FATAL, first.log
+    assert "rollback failed: agent:web" in first.reason and "nothing restarted" in first.reason
     assert second.status is RowStatus.PENDING  # halted: never started
     assert final.status is UpdateStatus.FAILURE and final.halted
     assert on(fleet, fleet.hosts[1].name) == (fleet.commits.base, fleet.commits.base)

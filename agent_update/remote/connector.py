@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 
-from agent_update.remote import guard, script, supervisor
+from agent_update.remote import guard, runtime, script, supervisor
 from agent_update.remote.agent_client import (
     AgentClient,
     AgentEndpoint,
@@ -209,14 +209,15 @@ class SshConnector:
         return ServerLink(self, server, update)
 
     def plan_probe(self, server: Server) -> PlanOutcome:
-        """SSH reachable with a known host key and the agent's commit."""
+        """SSH reachable with a known host key, the agent's commit, and whether it runs."""
         try:
+            look = runtime.command(server.agent_dir, self.settings.status_command)
             with self.ssh_session(server) as ssh:
-                ssh.run("true", STATUS_TIMEOUT)
+                seen = runtime.parse(ssh.run(look, STATUS_TIMEOUT).output)
         except Exception as exc:
             return PlanOutcome(error=f"ssh: {_describe(exc)}")
         try:
             info = self.agent.version(self.endpoint(server), self.settings.probe_timeout)
         except Exception as exc:
             return PlanOutcome(error=f"agent: {_describe(exc)}")
-        return PlanOutcome(commit=info.commit)
+        return PlanOutcome(commit=info.commit, running=seen)

@@ -10,6 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from agent_update.rollout.errors import TransitionError, ValidationError
+from agent_update.rollout.machine import restart_set
 from agent_update.rollout.model import (
     FAILED_ROW_STATUSES,
     AgentStatus,
@@ -20,6 +21,7 @@ from agent_update.rollout.model import (
     Update,
     UpdateStatus,
 )
+from agent_update.rollout.running import RunningObs, stale_reason
 
 # ----------------------------------------------------------------- server list
 
@@ -55,6 +57,8 @@ def fresh(row: Row) -> Row:
         reason="",
         log="",
         pids_before="",
+        command_ended_at=None,
+        seen_after="",
         lease_owner="",
         lease_expires=None,
     )
@@ -67,6 +71,7 @@ class PlanOutcome:
     commit: str | None = None
     error: str = ""
     opted_out: bool = False
+    running: RunningObs | None = None  # program start times; None: not observed
 
 
 def begin_planning(update: Update, owner: str, now: float, ttl: float) -> Update:
@@ -98,7 +103,14 @@ def apply_plan(
             planned.append(base.copy(status=RowStatus.DRAFT, reason=reason))
         else:
             rollback = update.rollback_commit if update.rollback_to_specific else out.commit
-            status = RowStatus.SKIPPED if out.commit == update.commit else RowStatus.PENDING
+            # /version shows the checkout: skip only when the programs run it too.
+            on_target = out.commit == update.commit
+            stale = ""
+            if on_target and out.running is not None:
+                restarted = restart_set(update, out.running.programs)
+                stale = stale_reason(out.running, restarted)
+            status = RowStatus.SKIPPED if on_target and not stale else RowStatus.PENDING
+            reason = stale or ("already on the target commit" if on_target else "")
             planned.append(
                 base.copy(
                     status=status,
@@ -106,7 +118,8 @@ def apply_plan(
                     reported_commit=out.commit,
                     rollback_commit=rollback,
                     agent_status=AgentStatus.ACTIVE,
-                    reason="already on the target commit" if status is RowStatus.SKIPPED else "",
+                    reason=reason,
+                    log=f"plan: {reason}" if reason else "",
                 )
             )
     stuck = [r for r in planned if r.status is RowStatus.DRAFT]

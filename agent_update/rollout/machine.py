@@ -13,9 +13,11 @@ No I/O and no clock: ``now`` is an input. Two levels:
 from __future__ import annotations
 
 import json
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from enum import Enum
 
+from agent_update.rollout import verdicts
 from agent_update.rollout.model import (
     FAILED_ROW_STATUSES,
     IN_FLIGHT_ROW_STATUSES,
@@ -101,8 +103,14 @@ def final_status(rows: list[Row]) -> UpdateStatus:
     return UpdateStatus.PARTIAL_SUCCESS if succeeded else UpdateStatus.FAILURE
 
 
-def decide(update: Update, rows: list[Row], now: float) -> Decision:
-    """The update-level step: starts, resumes, halts, test-mode pause, end."""
+def decide(
+    update: Update, rows: list[Row], now: float, busy: Collection[str] = frozenset()
+) -> Decision:
+    """The update-level step: starts, resumes, halts, test-mode pause, end.
+
+    ``busy`` names servers held by another update's row: their Pending rows
+    wait (they are not started) and the lanes go to other rows.
+    """
     decision = Decision()
     if update.status not in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
         return decision
@@ -131,7 +139,8 @@ def decide(update: Update, rows: list[Row], now: float) -> Decision:
                 decision.changes.update(status=UpdateStatus.PAUSED, paused_for_test_mode=True)
             return decision
         free = min(free, update.test_mode_count - started)
-    decision.start = [r.idx for r in sorted(pending, key=lambda r: r.idx)[: max(free, 0)]]
+    ready = [r for r in pending if r.server not in busy]
+    decision.start = [r.idx for r in sorted(ready, key=lambda r: r.idx)[: max(free, 0)]]
     return decision
 
 
@@ -246,6 +255,9 @@ def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
         reason = row.reason  # keep why the update failed
     else:
         reason = "" if obs.exit_code == 0 and not obs.error else note
+    # Fast verdicts need a command known to have ended: a timed-out or cut
+    # one may still be running on the server, restarting programs.
+    ended = obs.exit_code is not None and not obs.timed_out and not obs.error
     return row.copy(
         status=status,
         step=Step.VERIFY,
@@ -253,6 +265,8 @@ def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
         healthy_since=None,
         reason=reason,
         log=log,
+        command_ended_at=now if ended else None,
+        seen_after="",
     )
 
 
@@ -272,12 +286,32 @@ def after_reobserve(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
 
 
 def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
-    """One verification probe: bake, succeed, keep waiting, or fail."""
+    """One verification probe: bake, succeed, keep waiting, or fail.
+
+    Once the command has ended, a crash loop or a program that was not
+    restarted fails at once (see rollout.verdicts), not at the deadline.
+    """
     healthy, reason = assess(update, row, obs)
     row = row.copy(
         agent_status=AgentStatus.ACTIVE if obs.pong else AgentStatus.INACTIVE,
         reported_commit=obs.commit or row.reported_commit,
     )
+    quick = ""
+    if row.command_ended_at is not None and obs.programs is not None:
+        since = now - row.command_ended_at
+        seen = verdicts.load(row.seen_after)
+        history = verdicts.record(seen, obs.programs, since)
+        row = row.copy(seen_after=verdicts.dump(history))
+        if verdicts.total_deaths(history) > verdicts.total_deaths(seen):
+            row = row.copy(healthy_since=None)  # a program died: the bake starts over
+        quick = verdicts.crash_loop(history, obs.pong, since)
+        if not quick and not healthy:
+            before = json.loads(row.pids_before or "{}")
+            quick = verdicts.not_restarted(
+                restart_set(update, before), before, obs.programs
+            ) or verdicts.still_down(history, obs.programs, since, update.verdict_window)
+    if quick:
+        return fail(update, row, quick, now, obs.programs)
     if healthy:
         since = row.healthy_since if row.healthy_since is not None else now
         if now - since >= update.bake_time:
@@ -313,6 +347,8 @@ def fail(
             step=Step.COMMAND,
             deadline=None,  # the verify timer restarts for the rollback
             healthy_since=None,
+            command_ended_at=None,
+            seen_after="",
             pids_before=pids,
             reason=reason,
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),

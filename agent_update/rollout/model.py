@@ -129,6 +129,7 @@ class Update:
     startup_timeout: float = 600.0  # seconds the agent has to come back healthy
     command_timeout: float = 1800.0  # seconds the update command may run
     failed_command_grace: float = 20.0  # verify window after a non-zero exit
+    verdict_window: float = 30.0  # after the command: a program still restarting then fails
     bake_time: float = 0.0  # seconds the agent must stay healthy
     lanes: int = 1  # servers updated at once
     failure_budget: int = 0  # halt once more rows than this have failed (0: no budget)
@@ -148,6 +149,7 @@ class Update:
     started_at: float | None = None
     ended_at: float | None = None
     why_stuck: str = ""
+    overlap_warning: str = ""  # servers also in other unfinished updates (Build Plan, Start)
     split_from: str = ""
     # Who is planning (Planning status only): a dead planner's lease expires.
     lease_owner: str = ""
@@ -182,6 +184,8 @@ class Row:
     attempts: int = 0
     log: str = ""
     pids_before: str = ""  # JSON {program: pid} recorded by the precheck
+    command_ended_at: float | None = None  # when a command was seen to end (fast verdicts)
+    seen_after: str = ""  # JSON: what each program did since then (rollout.verdicts)
     lease_owner: str = ""
     lease_expires: float | None = None
 

@@ -12,6 +12,8 @@ from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import EngineSettings, Server, Update
 
 MAX_LANES = 200
+MIN_VERDICT_WINDOW = 5.0  # seconds; supervisor's startsecs is 1 by default
+MAX_VERDICT_WINDOW = 3600.0
 
 
 def apply_defaults(update: Update, settings: EngineSettings) -> Update:
@@ -70,6 +72,12 @@ def validate_config(update: Update) -> None:
         raise ValidationError("bake_time", "must be shorter than the agent startup timeout")
     if update.failed_command_grace < 0:
         raise ValidationError("failed_command_grace", "must not be negative")
+    if not MIN_VERDICT_WINDOW <= update.verdict_window <= MAX_VERDICT_WINDOW:
+        # Below supervisor's startsecs a healthy program may still be STARTING.
+        raise ValidationError(
+            "verdict_window",
+            f"must be between {MIN_VERDICT_WINDOW:g} and {MAX_VERDICT_WINDOW:g} seconds",
+        )
     if not 1 <= update.lanes <= MAX_LANES:
         raise ValidationError("lanes", f"must be between 1 and {MAX_LANES}")
     if update.failure_budget < 0:

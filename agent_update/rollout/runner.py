@@ -19,10 +19,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from agent_update.rollout import machine
+from agent_update.rollout import machine, server_leases
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.machine import RowAction
-from agent_update.rollout.model import EngineSettings, Row, Server, Update
+from agent_update.rollout.model import (
+    EngineSettings,
+    Row,
+    RowStatus,
+    Server,
+    Step,
+    Update,
+    UpdateStatus,
+    append_log,
+)
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
 from agent_update.rollout.store import Store
 
@@ -116,7 +125,8 @@ class Runner:
             update = self.store.get_update(name)
             rows = self.store.get_rows(name, machine.DECISION_FIELDS)
             now = self.clock()
-            decision = machine.decide(update, rows, now)
+            busy = self._busy(name, rows, now)
+            decision = machine.decide(update, rows, now, busy)
             if decision.changes:
                 update = update.copy(**decision.changes)
                 self.store.save_update(update, decision.changes)
@@ -125,15 +135,40 @@ class Runner:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     claimed.append(idx)
             for idx in decision.start:
-                if self.store.claim_row(name, idx, owner, now, ttl):
-                    row = machine.claim(by_idx[idx])
-                    self.store.save_row(name, row, ["step"], owner)
-                    claimed.append(idx)
+                row = by_idx[idx]
+                if not self.store.claim_row(name, idx, owner, now, ttl):
+                    continue
+                other = self.store.claim_server(row.server, name, idx, now, ttl)
+                if other:  # taken by another update since we looked: wait for it
+                    self.store.release_row(name, idx, owner)
+                    busy[row.server] = other
+                    continue
+                self.store.save_row(name, machine.claim(row), ["step"], owner)
+                claimed.append(idx)
+            if update.status is UpdateStatus.RUNNING:
+                self._note_waiting(name, rows, busy)
         if decision.changes:
             self._notify(name, None, update)
         for idx in claimed:
             self.launcher(name, idx, owner)
         return claimed
+
+    def _busy(self, name: str, rows: list[Row], now: float) -> dict[str, str]:
+        """Servers held by another update's row (few: those in flight elsewhere)."""
+        if not any(r.status is RowStatus.PENDING for r in rows):
+            return {}
+        return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
+
+    def _note_waiting(self, name: str, rows: list[Row], busy: dict[str, str]) -> None:
+        """Say on each waiting row which update holds its server (only when it changes)."""
+        for row in rows:
+            waiting = row.status is RowStatus.PENDING and row.step is Step.NONE
+            if waiting and row.server in busy:
+                note = server_leases.waiting_note(row.server, busy[row.server])
+                if row.reason != note:
+                    self._save(name, row, row.copy(reason=note), None)
+            elif waiting and row.reason.startswith("waiting: "):
+                self._save(name, row, row.copy(reason=""), None)
 
     # --------------------------------------------------------------- row level
     def run_row(self, name: str, idx: int, owner: str) -> Row:
@@ -144,10 +179,12 @@ class Runner:
         link: ServerLink = (
             _Missing(row.server) if server is None else self.connector.open(server, update)
         )
-        beat = _Heartbeat(self, name, idx, owner)
+        beat = _Heartbeat(self, name, idx, owner, row.server)
         signalled = False
         try:
             beat.start()
+            if not self._hold_server(update, row, owner, beat):
+                return self.store.get_row(name, idx)
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
@@ -163,9 +200,40 @@ class Runner:
         finally:
             beat.stop()
             link.close()
+            if not machine.is_active(row):  # ended: the server is free for others
+                self.store.release_server(row.server, name, idx)
             self.store.release_row(name, idx, owner)
         self.kick(name)
+        for other in self.store.waiting_for(row.server):
+            if other != name:
+                self.kick(other)
         return row
+
+    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> bool:
+        """Hold the row's server lease before touching the server.
+
+        Normally taken when the row was claimed. Lost only when this row's
+        lease expired (a dead runner) and another update took the server:
+        a row not yet prechecked goes back to Pending and waits; one already
+        under way waits here, its own lease renewed, for at most one lease
+        period past the other row's worst case, then leaves it to the watchdog.
+        """
+        name = update.name
+        other = self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl)
+        if not other:
+            return True
+        if row.status is RowStatus.PENDING:
+            back = row.copy(step=Step.NONE, reason=server_leases.waiting_note(row.server, other))
+            self._save(name, row, back, owner)
+            return False
+        self._save(name, row, row.copy(log=append_log(row.log, f"waiting: busy in {other}")), owner)
+        limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl
+        while self.clock() < limit:
+            beat.check()
+            self.sleep(max(self.settings.poll_interval, 1.0))
+            if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
+                return True
+        return False
 
     def _step(
         self,
@@ -206,7 +274,7 @@ class Runner:
             pause = max(0.0, min(pause, row.deadline - self.clock()))
         self.sleep(pause)
 
-    def _save(self, name: str, old: Row, new: Row, owner: str) -> None:
+    def _save(self, name: str, old: Row, new: Row, owner: str | None) -> None:
         changed = new.changed_fields(old)
         if changed:
             self.store.save_row(name, new, changed, owner)
@@ -219,20 +287,37 @@ class Runner:
 
     # -------------------------------------------------------------- in-process
     def drive(self, name: str, timeout: float | None = None) -> Update:
-        """Run an update in this process until nothing more happens now."""
+        """Run an update in this process until nothing more happens now.
+
+        While it is Running with rows left (waiting for a server busy in
+        another update, or run by another runner), keep looking and kicking.
+        """
         launcher = self.launcher
         deadline = None if timeout is None else time.monotonic() + timeout
-        self.kick(name)
-        if isinstance(launcher, ThreadLauncher):
-            launcher.wait(deadline)
-        return self.store.get_update(name)
+        while True:
+            self.kick(name)
+            if isinstance(launcher, ThreadLauncher):
+                launcher.wait(deadline)
+            update = self.store.get_update(name)
+            if update.status is not UpdateStatus.RUNNING or not isinstance(
+                launcher, ThreadLauncher
+            ):
+                return update
+            rows = self.store.get_rows(name, ("idx", "server", "status"))
+            if not any(r.status is RowStatus.PENDING or r.status.in_flight for r in rows):
+                return update
+            if deadline is not None and time.monotonic() >= deadline:
+                raise TimeoutError("the rollout did not settle in time")
+            time.sleep(max(self.settings.poll_interval, 0.2))
 
 
 class _Heartbeat:
     """Renews a row's lease while a runner works on it (commands can be long)."""
 
-    def __init__(self, runner: Runner, name: str, idx: int, owner: str) -> None:
+    def __init__(self, runner: Runner, name: str, idx: int, owner: str, server: str) -> None:
         self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
+        self.server = server
+        self.ttl = runner.settings.lease_ttl
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
@@ -253,6 +338,9 @@ class _Heartbeat:
         now = self.runner.clock()
         if not store.claim_row(self.name, self.idx, self.owner, now, settings.lease_ttl):
             self.lost = True
+        elif store.server_holders([self.server], now).get(self.server) == (self.name, self.idx):
+            # Renewed only while held: a lease taken by another update is never stolen back.
+            store.claim_server(self.server, self.name, self.idx, now, settings.lease_ttl)
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):

@@ -21,13 +21,14 @@ from typing import Any, Protocol, get_type_hints
 from agent_update.rollout import rules
 from agent_update.rollout.errors import AgentUpdateError, LeaseLost
 from agent_update.rollout.model import Row, Server, Update
+from agent_update.rollout.server_leases import SQLITE_SCHEMA, ServerLeases, SqliteServerLeases
 
 
 class NotFound(AgentUpdateError, KeyError):
     """No update, row or server of that name."""
 
 
-class Store(Protocol):
+class Store(ServerLeases, Protocol):
     """What the runner needs from storage (SQLite here, frappe.db in the app)."""
 
     def get_update(self, name: str) -> Update: ...
@@ -172,7 +173,7 @@ def _literal(value: Any) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-class SqliteStore:
+class SqliteStore(SqliteServerLeases):
     """The embedded store: one file in WAL mode, one connection per process.
 
     Threads share the connection under a re-entrant lock (SQLite serialises
@@ -207,6 +208,8 @@ class SqliteStore:
             for table, codec in (("updates", UPDATE_CODEC), ("rows", ROW_CODEC)):
                 _add_missing_columns(db, table, codec)
             _add_missing_columns(db, "servers", SERVER_CODEC)
+            for statement in SQLITE_SCHEMA:
+                db.execute(statement)
 
     # connections and transactions
     @contextlib.contextmanager

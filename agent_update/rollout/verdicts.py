@@ -1,0 +1,141 @@
+"""Fast verdicts: what the programs did after the update command ended.
+
+Once the command has ended, nothing is meant to restart an agent program
+any more (DESIGN §8): a pid that changes again is a crash, and a program
+meant to restart that still runs its pre-command pid never will. Waiting
+for the startup timeout (10 minutes by default) adds nothing in either
+case. A crash at import never reaches FATAL under supervisor (the process
+outlives ``startsecs``, then dies), so pids are the evidence, kept per
+program as a short history of what each probe saw.
+
+A slow but healthy start is never cut short: its pids stay stable, it is
+only waiting for ``/ping``. Pure: no I/O, ``now`` is an input.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from itertools import pairwise
+
+from agent_update.rollout.observations import Programs
+
+HISTORY_LIMIT = 16  # observations kept per program: the verdict comes long before
+RESTARTING = frozenset({"STARTING", "BACKOFF", "EXITED"})
+
+
+@dataclass(frozen=True)
+class Seen:
+    """One run of identical probes of a program: its state, pid and when first seen."""
+
+    state: str
+    pid: int | None
+    at: float  # seconds after the command ended
+
+    def same(self, state: str, pid: int | None) -> bool:
+        return self.state == state and self.pid == pid
+
+
+History = dict[str, list[Seen]]
+
+
+def load(text: str) -> History:
+    """The history stored on a row (JSON), or an empty one."""
+    if not text:
+        return {}
+    raw = json.loads(text)
+    return {name: [Seen(s, p, a) for s, p, a in entries] for name, entries in raw.items()}
+
+
+def dump(history: History) -> str:
+    data = {name: [[e.state, e.pid, e.at] for e in entries] for name, entries in history.items()}
+    return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
+
+
+def record(history: History, programs: Programs, since_end: float) -> History:
+    """Add one probe's program states; a repeat of the last observation adds nothing."""
+    out = {name: list(entries) for name, entries in history.items()}
+    at = round(max(since_end, 0.0), 1)
+    for name, (state, pid) in programs.items():
+        entries = out.setdefault(name, [])
+        if entries and entries[-1].same(state, pid):
+            continue
+        entries.append(Seen(state, pid, at))
+        del entries[:-HISTORY_LIMIT]
+    return out
+
+
+def deaths(entries: list[Seen]) -> int:
+    """How often the program died after the command ended.
+
+    A RUNNING pid followed by anything else is a death (a new pid, or a
+    restarting state); a BACKOFF is one too (it died while starting).
+    """
+    count = sum(1 for e in entries if e.state == "BACKOFF")
+    for current, following in pairwise(entries):
+        if current.state == "RUNNING" and following.state != "BACKOFF":
+            count += 1
+    return count
+
+
+def total_deaths(history: History) -> int:
+    return sum(deaths(entries) for entries in history.values())
+
+
+def describe(entries: list[Seen]) -> str:
+    """What was seen, compactly: pids when they changed, states otherwise."""
+    pids = [e.pid for e in entries if e.state == "RUNNING" and e.pid is not None]
+    if len(pids) >= 2:
+        return "pid " + " → ".join(str(p) for p in pids)
+    parts = []
+    for e in entries[-6:]:
+        what = f"RUNNING pid {e.pid}" if e.state == "RUNNING" else e.state
+        parts.append(f"{what} at {e.at:g} s")
+    return " → ".join(parts)
+
+
+def crash_loop(history: History, pong: bool, since_end: float) -> str:
+    """Why a program is crash-looping since the command ended, or ""."""
+    for name in sorted(history):
+        entries = history[name]
+        died = deaths(entries)
+        if died >= 2 or (died and not pong):
+            seen = describe(entries)
+            why = "" if died >= 2 else " while /ping is refused"
+            return f"{name} crash-looping: {seen} in {since_end:.0f} s after the command ended{why}"
+    return ""
+
+
+def not_restarted(restart: list[str], before: dict[str, int], programs: Programs) -> str:
+    """Programs meant to restart that still run their pre-command pid, or "".
+
+    Called only once the command has ended: such a pid can no longer change.
+    """
+    stale = [
+        f"{name} still runs pid {pid}"
+        for name in restart
+        if (pid := before.get(name)) is not None and programs.get(name) == ("RUNNING", pid)
+    ]
+    if not stale:
+        return ""
+    every = len(stale) == len([n for n in restart if n in before])
+    head = "nothing restarted" if every else "not restarted"
+    return f"{head} after the command ended: {', '.join(stale)} from before the command"
+
+
+def still_down(history: History, programs: Programs, since_end: float, window: float) -> str:
+    """A program still not RUNNING once the verdict window has passed, or "".
+
+    A healthy program is RUNNING after supervisor's ``startsecs`` (seconds),
+    however slowly it then answers; one still starting or exited after the
+    window keeps dying.
+    """
+    if since_end < window:
+        return ""
+    for name, (state, _) in sorted(programs.items()):
+        if state in RESTARTING:
+            seen = describe(history.get(name, []))
+            return (
+                f"{name} is still {state} {since_end:.0f} s after the command ended (seen: {seen})"
+            )
+    return ""
