@@ -46,12 +46,14 @@ CLI = (
 
 
 def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Print a figure even under -q (captured output of passing tests is not shown)."""
-    reporter = request.config.pluginmanager.get_plugin("terminalreporter")
-    if reporter is not None:
-        reporter.write_line(f"[real agent] {line}")
-    else:
+    """Print a figure even under -q: passing tests' captured output is never shown."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
         print(f"[real agent] {line}")
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"[real agent] {line}")
 
 
 @pytest.fixture(scope="module")
@@ -207,7 +209,7 @@ def test_timed_out_command_is_gone_before_the_rollback_starts(fleet, tmp_path):
     transitions = Transitions(on_row=look)
     svc = service(fleet, tmp_path, hosts=1, listener=transitions)
     # The hang commit's `agent update` sleeps for an hour: the command times out there.
-    _, rows = run(svc, fleet.commits.hang, command_timeout=60.0)
+    _, rows = run(svc, fleet.commits.hang, command_timeout=60.0, startup_timeout=50.0)
     row = rows[host.name]
     assert "leftovers" in seen, row.log
     assert seen["leftovers"] == [], seen["leftovers"]

@@ -16,7 +16,6 @@ import tempfile
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import fields
 from pathlib import Path
 from typing import TypeVar
 
@@ -29,7 +28,6 @@ from agent_update.testing.realagent.host import RealHost
 from agent_update.testing.realagent.source import RealAgentError, RealCommits
 
 T = TypeVar("T")
-_SERVER_FIELDS = {f.name for f in fields(Server)}
 
 
 class RealAgentFleet:
@@ -147,18 +145,16 @@ class RealAgentFleet:
         """A registry entry; ``ssh_as`` "root" logs in as root, "agent" as the agent's user."""
         if ssh_as not in ("root", "agent"):
             raise RealAgentError(f"ssh_as must be 'root' or 'agent', not {ssh_as!r}")
-        values: dict[str, object] = {
-            "name": host.name,
-            "host": host.address,
-            "ssh_port": host.ssh_port,
-            "ssh_user": "root" if ssh_as == "root" else host.user,
-            "agent_dir": str(host.agent_dir),
-            "agent_url": host.agent_url,
-            "agent_password": host.password,
-            "agent_user": host.user,
-        }
-        # Server.agent_user comes with the engine's run-as-the-agent-user support.
-        return Server(**{k: v for k, v in values.items() if k in _SERVER_FIELDS})  # type: ignore[arg-type]
+        return Server(
+            name=host.name,
+            host=host.address,
+            ssh_port=host.ssh_port,
+            ssh_user="root" if ssh_as == "root" else host.user,
+            agent_dir=str(host.agent_dir),
+            agent_url=host.agent_url,
+            agent_password=host.password,
+            agent_user=host.user,
+        )
 
     def settings(self, workdir: Path, **overrides: object) -> EngineSettings:
         """Default settings, but trusting exactly these host keys and this upstream."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import pwd
 import secrets
 import shlex
@@ -286,24 +287,35 @@ env/bin/agent setup database
         _wait(ok, timeout, f"{self.name} healthy on {commit or 'any commit'}", self.problem)
 
     def leftovers(self) -> list[str]:
-        """Processes of an update command still alive: the user's outside supervisord,
-        and anything but sshd itself under this host's sshd (a root ``sudo`` wrapper)."""
+        """Processes of an update command still alive on this host, as ``pid uid cwd cmd``.
+
+        The command works in the agent directory (its first step is ``cd`` there):
+        any process outside supervisord's tree, of the agent user or under this
+        host's sshd, whose working directory is in it. sshd's own session
+        processes and a wrapper's idle timer elsewhere are not the command.
+        """
         children = procs.children_map()
         supervised: set[int] = set()
         if self.sup_proc is not None:
             supervised = {self.sup_proc.pid} | procs.descendants([self.sup_proc.pid], children)
+        under_sshd: set[int] = set()
+        if self.sshd_proc is not None:
+            under_sshd = procs.descendants([self.sshd_proc.pid], children)
         uid = pwd.getpwnam(self.user).pw_uid
         found = []
-        for pid in sorted(set().union(*children.values())):
+        for pid in sorted(set().union(*children.values()) - supervised):
             info = _proc_info(pid)
-            if info is None or pid in supervised:
+            if info is None or info[1].startswith("sshd"):
                 continue
             owner, cmdline = info
-            under_sshd = self.sshd_proc is not None and pid in procs.descendants(
-                [self.sshd_proc.pid], children
-            )
-            if owner == uid or (under_sshd and not cmdline.startswith("sshd")):
-                found.append(f"{pid} uid={owner} {cmdline[:160]}")
+            if owner != uid and pid not in under_sshd:
+                continue
+            try:
+                cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+            except OSError:
+                continue
+            if cwd == self.agent_dir or self.agent_dir in cwd.parents:
+                found.append(f"{pid} uid={owner} cwd={cwd} {cmdline[:160]}")
         return found
 
     def stop_program(self, program: str) -> None:
