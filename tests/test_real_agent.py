@@ -24,7 +24,8 @@ import pytest
 from agent_update.rollout.model import RowStatus, Step, UpdateStatus
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
-from agent_update.testing.realagent import RealAgentFleet, locate, real_update
+from agent_update.testing import procs
+from agent_update.testing.realagent import RealAgentFleet, cleanup, locate, real_update
 
 pytestmark = pytest.mark.real_agent
 
@@ -69,9 +70,16 @@ def real(request: pytest.FixtureRequest):
         )
         yield fleet
     finally:
+        started = {pid: cleanup.started_at(pid) for pid in fleet.pids()}
         fleet.stop()
         if "stop" in fleet.timings:
             report(request, f"stop {fleet.timings['stop']:.1f}s")
+    # Everything it started is gone: processes (by pid), users, sudoers files, files.
+    left = {
+        pid for pid, at in started.items() if procs.is_alive(pid) and cleanup.started_at(pid) == at
+    }
+    assert not left, f"processes left after stop: {sorted(left)}"
+    assert fleet.leftovers() == []
 
 
 @pytest.fixture
@@ -208,8 +216,9 @@ def test_timed_out_command_is_gone_before_the_rollback_starts(fleet, tmp_path):
 
     transitions = Transitions(on_row=look)
     svc = service(fleet, tmp_path, hosts=1, listener=transitions)
-    # The hang commit's `agent update` sleeps for an hour: the command times out there.
-    _, rows = run(svc, fleet.commits.hang, command_timeout=60.0, startup_timeout=50.0)
+    # The hang commit's `agent update` sleeps for an hour: the command times out (there,
+    # or earlier on a busy machine: any point will do).
+    _, rows = run(svc, fleet.commits.hang, command_timeout=25.0, startup_timeout=20.0)
     row = rows[host.name]
     assert "leftovers" in seen, row.log
     assert seen["leftovers"] == [], seen["leftovers"]
@@ -282,3 +291,30 @@ def test_runner_killed_mid_command_is_resumed_without_blind_rerun(fleet, tmp_pat
     assert seen.get("leftovers at re-run", []) == [], seen
     assert_runs(host, fleet.commits.b)
     assert host.leftovers() == []
+
+
+def test_a_run_whose_owner_died_is_swept_by_the_next(tmp_path):
+    """A test process killed with SIGKILL never stops its fleet: the next run cleans up."""
+    user = f"ausweep{os.getpid() % 100000}"
+    sudoers = Path("/etc/sudoers.d") / f"agent_update_{user}"
+    subprocess.run(["useradd", "-M", "-s", "/bin/sh", user], check=True)
+    sudoers.write_text(f"{user} ALL=(ALL) NOPASSWD: ALL\n")
+    sudoers.chmod(0o440)
+    run_dir = tmp_path / "ra-dead00-x"
+    run_dir.mkdir()
+    sleeper = subprocess.Popen(["sudo", "-u", user, "sleep", "300"], start_new_session=True)
+    try:
+        _wait_for(lambda: cleanup.user_pids(user), 10, "the user's process")
+        owner = subprocess.Popen(["true"])
+        owner.wait()
+        record = {"pid": owner.pid, "started": "0", "users": [user], "sudoers": [str(sudoers)]}
+        (run_dir / cleanup.OWNER_FILE).write_text(json.dumps(record))
+        assert cleanup.sweep_stale(tmp_path) == [str(run_dir)]
+        sleeper.wait(10)  # its child, running as the user, was killed
+        assert cleanup.user_pids(user) == set()
+        assert cleanup.pwd_entry(user) is None and not sudoers.exists() and not run_dir.exists()
+    finally:
+        sleeper.kill()
+        sleeper.wait(5)
+        sudoers.unlink(missing_ok=True)
+        subprocess.run(["userdel", "-f", user], capture_output=True, check=False)

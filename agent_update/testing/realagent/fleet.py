@@ -23,7 +23,7 @@ from agent_update.rollout.model import EngineSettings, Server, Update
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 from agent_update.testing import sshkeys
-from agent_update.testing.realagent import source, wheelhouse
+from agent_update.testing.realagent import cleanup, source, wheelhouse
 from agent_update.testing.realagent.host import RealHost
 from agent_update.testing.realagent.source import RealAgentError, RealCommits
 
@@ -75,7 +75,8 @@ class RealAgentFleet:
             tarball, why = source.locate()
             if tarball is None:
                 raise RealAgentError(why)
-        self.root = Path(tempfile.mkdtemp(prefix=f"ra-{self.tag}-", dir="/tmp"))
+        self.timings["swept"] = len(cleanup.sweep_stale())  # runs whose owner was killed
+        self.root = Path(tempfile.mkdtemp(prefix=f"ra-{self.tag}-", dir=cleanup.RUNS_DIR))
         self.root.chmod(0o755)  # agent users read the upstream, wheels and shims below
         began = time.monotonic()
         requirements = self.root / "requirements.txt"
@@ -84,22 +85,34 @@ class RealAgentFleet:
             if member is None:
                 raise RealAgentError(f"{tarball}: no agent/requirements.txt")
             requirements.write_bytes(member.read())
-        wheels = wheelhouse.share(wheelhouse.ensure(requirements), self.root / "wheels")
+        house = wheelhouse.ensure(requirements)
+        golden = wheelhouse.golden_env(house, requirements)
+        wheels = wheelhouse.share(house, self.root / "wheels")
         self.timings["wheelhouse"] = time.monotonic() - began
         self.upstream, self.commits = source.build_upstream(tarball, self.root)
         key = self.root / "client_key"
         public = sshkeys.generate(key, "agent_update real-agent client")
         self.client_key = key.read_text()
         self.hosts = [RealHost.plan(self.root, i + 1, self.tag) for i in range(self.size)]
+        self._write_owner()
         began = time.monotonic()
-        lines = self._each(lambda h: h.prepare(self.upstream, self.commits.a, wheels, public))
+        lines = self._each(
+            lambda h: h.prepare(self.upstream, self.commits.a, wheels, golden, public)
+        )
         self.known_hosts = "\n".join(lines) + "\n"
         (self.root / "known_hosts").write_text(self.known_hosts)
         self.timings["prepare"] = time.monotonic() - began
         began = time.monotonic()
         self._each(RealHost.launch)
+        self._write_owner()
         self._each(lambda h: h.wait_healthy(90, self.commits.a))
         self.timings["launch"] = time.monotonic() - began
+
+    def _write_owner(self) -> None:
+        daemons = [p.pid for h in self.hosts for p in (h.sshd_proc, h.sup_proc) if p is not None]
+        cleanup.write_owner(
+            self.root, [h.user for h in self.hosts], [h.sudoers_file for h in self.hosts], daemons
+        )
 
     def _each(self, action: Callable[[RealHost], T]) -> list[T]:
         with ThreadPoolExecutor(max_workers=max(1, len(self.hosts))) as pool:
@@ -133,6 +146,18 @@ class RealAgentFleet:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+    def pids(self) -> set[int]:
+        """Every live process of this run: daemons, programs, and anything its users run."""
+        return set().union(set(), *(host.live_pids() for host in self.hosts))
+
+    def leftovers(self) -> list[str]:
+        """What ``stop()`` should have removed and did not (empty when all is clean)."""
+        found = [f"user {h.user}" for h in self.hosts if cleanup.pwd_entry(h.user) is not None]
+        found += [str(h.sudoers_file) for h in self.hosts if h.sudoers_file.exists()]
+        if not self.keep_root and self.root != Path() and self.root.exists():
+            found.append(str(self.root))
+        return found
 
     def reset(self, commit: str | None = None) -> None:
         """Every host back on ``commit`` (default A), healthy; cheap when already so."""

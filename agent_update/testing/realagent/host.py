@@ -29,9 +29,8 @@ import requests
 from supervisor.xmlrpc import SupervisorTransport
 
 from agent_update.testing import ports, procs, sshd, sshkeys
-from agent_update.testing.realagent import configs
+from agent_update.testing.realagent import cleanup, configs, wheelhouse
 from agent_update.testing.realagent.source import RealAgentError
-from agent_update.testing.realagent.wheelhouse import AGENT_PYTHON, BASE_PACKAGES
 
 SETUP_TIMEOUT = 600.0
 STOP_GRACE = 8.0  # supervisord stops the programs itself first
@@ -107,10 +106,12 @@ class RealHost:
 
     # -- setup ------------------------------------------------------------
 
-    def prepare(self, upstream: Path, commit: str, wheels: Path, client_public: str) -> str:
+    def prepare(
+        self, upstream: Path, commit: str, wheels: Path, env: Path, client_public: str
+    ) -> str:
         """User, sudo, shims, configs and the agent itself; return the known_hosts line."""
         began = time.monotonic()
-        if pwd_entry(self.user) is not None:
+        if cleanup.pwd_entry(self.user) is not None:
             raise RealAgentError(f"user {self.user} already exists: pick another tag")
         _run(["useradd", "-m", "-s", "/bin/bash", self.user])
         self.created_user = True
@@ -141,16 +142,18 @@ class RealHost:
                 self.address, self.ssh_port, self.dir, host_key, keys_dir, [self.user, "root"]
             )
         )
-        self._install_agent(upstream, commit, wheels)
+        self._install_agent(upstream, commit, wheels, env)
         self.timings["prepare"] = time.monotonic() - began
         return sshkeys.known_hosts_line(self.address, self.ssh_port, host_public)
 
-    def _install_agent(self, upstream: Path, commit: str, wheels: Path) -> None:
+    def _install_agent(self, upstream: Path, commit: str, wheels: Path, env: Path) -> None:
         q = shlex.quote
         ag = self.agent_dir
+        began = time.monotonic()
         pip_conf = configs.pip_conf(wheels)
         gunicorn = configs.gunicorn(self.address, self.web_port, ag)
-        script = f"""
+        self.as_user(
+            f"""
 mkdir -p {q(str(ag))}/logs {q(str(ag))}/nginx {q(str(ag))}/tls {q(str(ag / configs.LOADED_DIR))}
 mkdir -p ~/benches ~/.config/pip
 printf '%s' {q(pip_conf)} > ~/.config/pip/pip.conf
@@ -158,16 +161,24 @@ git config --global --add safe.directory {q(str(upstream))}
 cd {q(str(ag))}
 git clone -q -o upstream {q(str(upstream))} repo
 git -C repo checkout -q {q(commit)}
-{AGENT_PYTHON} -m venv env
-env/bin/pip install -q --upgrade {" ".join(q(p) for p in BASE_PACKAGES)}
-env/bin/pip install -q -r repo/requirements.txt
-env/bin/pip install -q -e repo
+"""
+        )
+        self.timings["clone"] = time.monotonic() - began
+        wheelhouse.clone_env(env, ag / "env", self.user)  # = venv + pip install -r requirements
+        self.timings["env"] = time.monotonic() - began - self.timings["clone"]
+        self.as_user(
+            f"""
+env/bin/pip install -q --no-build-isolation -e repo
 env/bin/agent setup config --name {q(self.name)} --user {q(self.user)} --workers {self.workers}
 printf '%s' {q(gunicorn)} > gunicorn.conf.py
 env/bin/agent setup authentication --password {q(self.password)}
 env/bin/agent setup database
-"""
-        self.as_user(script, timeout=SETUP_TIMEOUT)
+""",
+            timeout=SETUP_TIMEOUT,
+        )
+        self.timings["agent setup"] = (
+            time.monotonic() - began - self.timings["env"] - self.timings["clone"]
+        )
         config_file = ag / "config.json"
         config = json.loads(config_file.read_text())
         config.update(redis_port=self.redis_port, web_port=self.web_port)
@@ -304,7 +315,7 @@ env/bin/agent setup database
         uid = pwd.getpwnam(self.user).pw_uid
         found = []
         for pid in sorted(set().union(*children.values()) - supervised):
-            info = _proc_info(pid)
+            info = cleanup.proc_info(pid)
             if info is None or info[1].startswith("sshd"):
                 continue
             owner, cmdline = info
@@ -350,50 +361,26 @@ env/bin/agent setup database
         roots = [
             p.pid for p in (self.sup_proc, self.sshd_proc) if p is not None and p.poll() is None
         ]
-        watched = set(roots) | procs.descendants(roots, children) | set(self._user_pids())
+        watched = set(roots) | procs.descendants(roots, children) | cleanup.user_pids(self.user)
         procs.send(roots, signal.SIGTERM)
-        alive = procs.wait_dead(watched, STOP_GRACE)
-        alive |= set(self._user_pids())
+        alive = procs.wait_dead(watched, STOP_GRACE) | cleanup.user_pids(self.user)
         if alive:
             procs.send(alive, signal.SIGKILL)
             procs.wait_dead(alive, 5)
         procs.reap(p for p in (self.sup_proc, self.sshd_proc) if p is not None)
         ports.release(self.address, [self.ssh_port, self.web_port])
         ports.release("127.0.0.1", [self.redis_port])
-        self.sudoers_file.unlink(missing_ok=True)
-        if self.created_user and pwd_entry(self.user) is not None:
-            subprocess.run(["userdel", "-r", "-f", self.user], capture_output=True, check=False)
+        if self.created_user:
+            cleanup.remove_user(self.user, self.sudoers_file)
             self.created_user = False
+        self.sudoers_file.unlink(missing_ok=True)
 
-    def _user_pids(self) -> list[int]:
-        entry = pwd_entry(self.user)
-        if entry is None:
-            return []
-        return [
-            int(p.name)
-            for p in Path("/proc").iterdir()
-            if p.name.isdigit() and (info := _proc_info(int(p.name))) and info[0] == entry.pw_uid
+    def live_pids(self) -> set[int]:
+        """sshd, supervisord, everything below them, and every process of the user."""
+        roots = [
+            p.pid for p in (self.sup_proc, self.sshd_proc) if p is not None and p.poll() is None
         ]
-
-
-def pwd_entry(user: str) -> pwd.struct_passwd | None:
-    try:
-        return pwd.getpwnam(user)
-    except KeyError:
-        return None
-
-
-def _proc_info(pid: int) -> tuple[int, str] | None:
-    """(real uid, command line) of a live, non-zombie process; None when gone."""
-    if not procs.is_alive(pid):
-        return None
-    try:
-        status = Path(f"/proc/{pid}/status").read_text()
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    except OSError:
-        return None
-    uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
-    return int(uid_line.split()[1]), cmdline.strip()
+        return set(roots) | procs.descendants(roots) | cleanup.user_pids(self.user)
 
 
 def _script(path: Path, text: str) -> None:

@@ -1,9 +1,12 @@
-"""A cache of the real agent's wheels, so a warm setup installs without network or builds.
+"""A cache of the real agent's wheels and venv, so a warm setup needs no network or builds.
 
 The agent pins ~50 packages, some only as sdists; building and downloading
 them is most of a cold setup. They are built once per (requirements, Python)
 into ``~/.cache/agent_update/wheels/<key>/`` and every host's pip then runs
-with ``no-index`` against a copy the agent users can read.
+with ``no-index`` against a copy the agent users can read. Installing them
+(~340 MB unpacked) is most of a warm setup, so a venv with them is kept too
+(``real-agent-env/<key>``) and each host gets a copy with its paths rewritten,
+exactly what ``pip install -r`` from the wheelhouse would have made there.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import os
+import pwd
 import shutil
 import subprocess
 import tempfile
@@ -91,6 +95,56 @@ def _build(requirements: Path, house: Path, tag: str) -> None:
         partial.rename(house)
     finally:
         shutil.rmtree(partial, ignore_errors=True)
+
+
+def golden_env(house: Path, requirements: Path) -> Path:
+    """A venv of AGENT_PYTHON with the agent's requirements (from ``house``); made once."""
+    env = CACHE / "real-agent-env" / house.name
+    if (env / ".complete").is_file():
+        return env
+    env.parent.mkdir(parents=True, exist_ok=True)
+    with open(env.parent / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (env / ".complete").is_file():
+            shutil.rmtree(env, ignore_errors=True)
+            subprocess.run([str(AGENT_PYTHON), "-m", "venv", str(env)], check=True)
+            python = env / "bin" / "python"
+            offline = ("--no-index", "--find-links", str(house))
+            _pip(python, "install", "-q", *offline, "--upgrade", *BASE_PACKAGES)
+            _pip(python, "install", "-q", *offline, "-r", str(requirements))
+            (env / ".complete").write_text(requirements.read_text())
+    return env
+
+
+def clone_env(golden: Path, target: Path, user: str) -> None:
+    """Give ``user`` a venv at ``target`` like the golden one, its absolute paths rewritten.
+
+    Files are hard links to the golden venv's (read-only to the user, and
+    pip only ever replaces or adds files, never writes into one); the
+    directories are the user's, so pip can install and uninstall there. The
+    few files naming the venv's path are written anew.
+    """
+    done = subprocess.run(["cp", "-al", str(golden), str(target)], capture_output=True)
+    if done.returncode != 0:  # another file system: a plain copy
+        shutil.rmtree(target, ignore_errors=True)
+        subprocess.run(["cp", "-a", str(golden), str(target)], check=True)
+    (target / ".complete").unlink()
+    old, new = str(golden).encode(), str(target).encode()
+    for path in [*(target / "bin").iterdir(), target / "pyvenv.cfg"]:
+        if path.is_symlink() or not path.is_file():
+            continue
+        data = path.read_bytes()
+        if old in data:
+            mode = path.stat().st_mode
+            path.unlink()  # never write through a hard link into the golden venv
+            path.write_bytes(data.replace(old, new))
+            path.chmod(mode)
+    entry = pwd.getpwnam(user)
+    for directory, _dirs, files in os.walk(target):
+        os.chown(directory, entry.pw_uid, entry.pw_gid)
+        for name in files:
+            if (Path(directory) / name).stat().st_nlink == 1:  # not shared: the user's own
+                os.lchown(Path(directory) / name, entry.pw_uid, entry.pw_gid)
 
 
 def share(house: Path, target: Path) -> Path:
