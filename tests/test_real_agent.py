@@ -175,7 +175,7 @@ def _verdict(transitions: Transitions, server: str) -> float:
     return failed - ended
 
 
-@pytest.mark.parametrize("bad", ["crash", "norestart"])
+@pytest.mark.parametrize("bad", ["crash", "norestart", "fatal"])
 def test_broken_commit_is_failed_fast_rolled_back_and_verified(fleet, tmp_path, request, bad):
     host = fleet.hosts[0]
     transitions = Transitions()
@@ -190,6 +190,18 @@ def test_broken_commit_is_failed_fast_rolled_back_and_verified(fleet, tmp_path, 
     # The verdict came from what was seen, not from the startup timeout running out.
     assert seconds < STARTUP_TIMEOUT / 2, row.log
     assert row.reason, row.log
+
+
+def test_slow_but_healthy_start_succeeds(fleet, tmp_path, request):
+    host = fleet.hosts[0]
+    web_before = host.pids()["agent:web"]
+    svc = service(fleet, tmp_path, hosts=1)
+    final, rows = run(svc, fleet.commits.slow)
+    row = rows[host.name]
+    assert final.status is UpdateStatus.SUCCESS, row.log
+    assert_runs(host, fleet.commits.slow)
+    assert host.pids()["agent:web"] != web_before
+    report(request, f"slow start: Success in {row.ended_at - row.started_at:.1f}s")
 
 
 def test_stopped_program_fails_the_precheck_and_changes_nothing(fleet, tmp_path):

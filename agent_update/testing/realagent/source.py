@@ -115,7 +115,11 @@ def _fatal(tree: Path) -> None:
 
 def _slow(tree: Path) -> None:
     web = tree / "agent" / "web.py"
-    web.write_text(f"import time\n\ntime.sleep({SLOW_SECONDS})  # slow start\n" + web.read_text())
+    text = web.read_text()
+    future = "from __future__ import annotations\n"
+    at = text.index(future) + len(future) if future in text else 0  # must stay first
+    delay = f"import time as _slow_time\n\n_slow_time.sleep({SLOW_SECONDS})  # slow start\n"
+    web.write_text(text[:at] + delay + text[at:])
 
 
 def _hang(tree: Path) -> None:
