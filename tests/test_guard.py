@@ -23,7 +23,7 @@ ME = RunAs(ssh_user="u", agent_user="u")
 
 
 def _wrapper(agent_dir: Path, body: str, **kw: float) -> list[str]:
-    return ["sh", "-c", guard.guarded(body, agent_dir=str(agent_dir), run_as=ME, **kw)]
+    return ["sh", "-c", guard.guarded(body, agent_dir=str(agent_dir), run_as=ME, **kw)]  # as sshd
 
 
 def _run(argv: list[str], timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -122,7 +122,7 @@ def test_a_cut_session_stops_the_command(tmp_path: Path, how: str) -> None:
 def test_run_as_another_user_goes_through_sudo_n() -> None:
     text = guard.as_agent_user("echo hi", RunAs(ssh_user="root", agent_user="frappe"))
     assert text == "sudo -n -u frappe -H -- sh -c 'echo hi'"
-    assert guard.as_agent_user("echo hi", RunAs("frappe", "frappe")) == "echo hi"
+    assert guard.as_agent_user("echo hi", RunAs("frappe", "frappe")) == "sh -c 'echo hi'"
     with pytest.raises(ValidationError) as info:
         guard.as_agent_user("echo hi", RunAs("root", "frappe; id"))
     assert info.value.field == "agent_user"
@@ -134,3 +134,29 @@ def test_a_refusal_before_the_start_marker_is_never_started() -> None:
     assert not guard.never_started(None, "")  # timed out: it may have run
     assert not guard.never_started(-1, "")  # session lost: it may have run
     assert not guard.never_started(1, "x" * guard.NEVER_STARTED_OUTPUT)  # head may be lost
+
+
+def test_a_session_gone_before_the_command_began_still_stops_it(tmp_path: Path) -> None:
+    """EOF at once: the watcher may signal before ``timeout`` leads its group."""
+    marker = f"sleep 97{os.getpid()}.5"
+    done = subprocess.run(
+        _wrapper(tmp_path, marker, time_limit=600, kill_grace=1),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert procs.wait_dead(_carrying(marker), 5) == set()
+
+
+def _carrying(marker: str) -> set[int]:
+    """Live processes whose command line holds ``marker``."""
+    found = set()
+    for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+        try:
+            if marker.encode() in Path(f"/proc/{pid}/cmdline").read_bytes():
+                found.add(pid)
+        except OSError:  # gone meanwhile
+            continue
+    return {pid for pid in found if procs.is_alive(pid)}

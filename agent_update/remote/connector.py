@@ -211,6 +211,10 @@ class SshConnector:
     def plan_probe(self, server: Server) -> PlanOutcome:
         """SSH reachable with a known host key, the agent's commit, and whether it runs."""
         try:
+            server = rules.validate_server(server)  # a value saved behind the rules' back
+        except AgentUpdateError as exc:
+            return PlanOutcome(error=f"registry: {exc}")
+        try:
             look = runtime.command(server.agent_dir, self.settings.status_command)
             with self.ssh_session(server) as ssh:
                 seen = runtime.parse(ssh.run(look, STATUS_TIMEOUT).output)

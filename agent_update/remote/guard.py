@@ -14,7 +14,9 @@ small POSIX shell wrapper (``flock``, ``timeout``: util-linux and coreutils)
   (``timeout`` signals the whole group, then kills it);
 * watches its standard input, which only the SSH channel feeds: when the
   session is cut or the client gives up, the input ends and the wrapper
-  stops the group, so nothing goes on running behind the orchestrator's back.
+  stops the group, so nothing goes on running behind the orchestrator's back
+  (``timeout`` itself is signalled too: it may not lead its group yet, and
+  it passes the signal on). A client must keep the input open meanwhile.
 
 Markers in the output tell the caller what happened before the command
 proper began (lock refused) and whether the time limit stopped it.
@@ -55,10 +57,10 @@ class RunAs:
 
 
 def as_agent_user(command: str, run_as: RunAs) -> str:
-    """``command`` (for ``sh -c``) run as the agent user: wrapped in sudo when needed."""
+    """``command`` run by ``sh`` as the agent user: through sudo when SSH logs in as another."""
     user = validate_unix_user(run_as.agent_user, "agent_user")
     if not run_as.needs_sudo:
-        return command
+        return f"sh -c {shlex.quote(command)}"  # POSIX sh, whatever the login shell is
     return f"sudo -n -u {shlex.quote(user)} -H -- sh -c {shlex.quote(command)}"
 
 
@@ -68,10 +70,11 @@ def guarded(
     agent_dir: str,
     time_limit: float,
     run_as: RunAs,
-    lock_wait: float = LOCK_WAIT,
+    lock_wait: float | None = None,
     kill_grace: float = KILL_GRACE,
 ) -> str:
     """The full command line for SSH: ``body`` under the lock, the limit and the watch."""
+    lock_wait = LOCK_WAIT if lock_wait is None else lock_wait
     if not body.strip():
         raise ValidationError("update_command_template", "the command to run is empty")
     for name, value in (("time_limit", time_limit), ("lock_wait", lock_wait)):
@@ -79,6 +82,7 @@ def guarded(
             raise ValidationError(name, f"{name} must be a positive number of seconds")
     lock = f"{validate_agent_dir(agent_dir)}/{LOCK_NAME}"
     limit, wait, grace = _seconds(time_limit), _seconds(lock_wait), _seconds(kill_grace)
+    ticks = int(grace) * 5  # 0.2 s each: the watcher leaves as soon as the group is gone
     script = f"""\
 exec 8<&0
 lock={shlex.quote(lock)}
@@ -93,8 +97,11 @@ fi
 echo "{STARTED}"
 timeout -k {grace} {limit} sh -c {shlex.quote(body)} </dev/null 8<&- &
 cmd=$!
-(while read -r _; do :; done; kill -s TERM -- "-$cmd"; sleep {grace}; kill -s KILL -- "-$cmd") \
-<&8 9>&- >/dev/null 2>&1 &
+(while read -r _; do :; done; kill -s TERM -- "-$cmd" "$cmd"; n=0
+ while {{ kill -0 -- "-$cmd" || kill -0 "$cmd"; }} && [ "$n" -lt {ticks} ]; do
+  sleep 0.2; n=$((n + 1))
+ done
+ kill -s KILL -- "-$cmd" "$cmd") <&8 9>&- >/dev/null 2>&1 &
 watch=$!
 wait "$cmd"; code=$?
 kill "$watch" 2>/dev/null

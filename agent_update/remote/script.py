@@ -14,6 +14,7 @@ Pure, except ``validate_template`` which asks the local ``sh`` to parse.
 
 from __future__ import annotations
 
+import functools
 import shlex
 import shutil
 import subprocess
@@ -148,14 +149,21 @@ def validate_template(template: str | None, field: str = TEMPLATE_FIELD) -> None
         raise ValidationError(field, exc.message) from exc
     except (KeyError, ValueError) as exc:
         raise ValidationError(field, f"cannot be rendered: {exc}") from exc
+    problem = _shell_syntax_problem(rendered)
+    if problem:
+        raise ValidationError(field, f"is not a valid shell script: {problem}")
+
+
+@functools.lru_cache(maxsize=32)
+def _shell_syntax_problem(text: str) -> str:
+    """What ``sh -n`` says about ``text`` ('' when it parses, or when there is no sh)."""
     sh = shutil.which("sh")
     if sh is None:
-        return
+        return ""
     done = subprocess.run(
-        [sh, "-n", "-c", rendered], capture_output=True, text=True, timeout=10, check=False
+        [sh, "-n", "-c", text], capture_output=True, text=True, timeout=10, check=False
     )
-    if done.returncode != 0:
-        detail = (done.stderr or done.stdout).strip().splitlines()
-        raise ValidationError(
-            field, f"is not a valid shell script: {detail[-1] if detail else 'sh -n failed'}"
-        )
+    if done.returncode == 0:
+        return ""
+    detail = (done.stderr or done.stdout).strip().splitlines()
+    return detail[-1] if detail else "sh -n failed"

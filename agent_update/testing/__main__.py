@@ -25,7 +25,7 @@ def describe(fleet: Fleet) -> str:
             f"agent {host.agent_url} password {host.agent_password}  dir {host.agent_dir}"
         )
     first = fleet.hosts[0]
-    lines.append("try: " + shlex.join(fleet.ssh_argv(first, "supervisorctl status")))
+    lines.append("try: " + shlex.join(fleet.ssh_argv(first, "sudo -n supervisorctl status")))
     lines.append(
         f"     curl -H 'Authorization: bearer {first.agent_password}' {first.agent_url}/version"
     )

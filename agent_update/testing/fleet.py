@@ -118,6 +118,7 @@ class Fleet:
             raise FleetError(f"fleet root {self.root} must be empty (or not exist yet)")
         fleet_id = users.fleet_id() if users.production_like() else ""
         if fleet_id:
+            users.sweep_stale()  # users of fleets killed before their stop
             _let_others_in(self.root)
         sshd.ensure_privsep_dir()
         self.client_key_path = self.root / "client_key"

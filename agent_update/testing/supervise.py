@@ -27,6 +27,7 @@ from supervisor.xmlrpc import SupervisorTransport
 from agent_update.testing import procs
 
 GROUP = "agent"
+CTL_SHIM = Path(__file__).with_name("ctlshim.py")
 
 
 @dataclass(frozen=True)
@@ -72,7 +73,7 @@ def write(
     workers: int,
     user: str | None = None,
 ) -> None:
-    """Write supervisord.conf and the host's `supervisorctl` wrapper script.
+    """Write supervisord.conf and the host's `supervisorctl` (see ctlshim.py).
 
     With ``user``, the programs run as that user (supervisord stays root,
     its socket root-only): the agent reaches it through sudo, as on a server.
@@ -125,7 +126,12 @@ def write(
             f"PYTHONPATH={shlex.quote(str(pylib))} exec /usr/bin/python3"
             f' -m supervisor.supervisorctl -c {config} "$@"\n'
         )
-    files.ctl.write_text("#!/bin/sh\n" + ctl)
+    real = files.ctl.with_name("supervisorctl.real")
+    real.write_text("#!/bin/sh\n" + ctl)
+    real.chmod(0o755)
+    python = "/usr/bin/python3" if user is not None else sys.executable
+    shim = CTL_SHIM.read_text().replace("SOCKET_PATH", str(files.socket))
+    files.ctl.write_text(f"#!{python} -S\n" + shim.replace("REAL_CTL", str(real)))
     files.ctl.chmod(0o755)
 
 

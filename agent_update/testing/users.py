@@ -14,12 +14,16 @@ from __future__ import annotations
 
 import os
 import pwd
+import re
 import secrets
+import signal
 import subprocess
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent_update.testing import procs
 from agent_update.testing.model import FleetError
 
 SUDOERS_DIR = Path("/etc/sudoers.d")
@@ -51,10 +55,16 @@ class AgentUser:
         return SUDOERS_DIR / f"agent-update-fleet-{self.name}"
 
 
-def _run(argv: list[str]) -> None:
-    done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+def _run(argv: list[str], attempts: int = 4) -> subprocess.CompletedProcess[str]:
+    """Run a shadow-utils command; retried while another one holds /etc/passwd's lock."""
+    for attempt in range(attempts):
+        done = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60)
+        if done.returncode == 0 or "cannot lock" not in done.stderr or attempt == attempts - 1:
+            break
+        time.sleep(0.5 * (attempt + 1))
     if done.returncode != 0:
         raise FleetError(f"{' '.join(argv)} failed: {(done.stderr or done.stdout).strip()}")
+    return done
 
 
 def create(name: str, home: Path, bin_dir: Path) -> AgentUser:
@@ -98,11 +108,51 @@ def chown_tree(path: Path, user: AgentUser) -> None:
 
 
 def remove(name: str) -> str:
-    """Delete the user, its group and its sudoers file; return a problem or ''."""
+    """Delete the user, its group and its sudoers file; return a problem or ''.
+
+    Any process still running as the user (an orphan reparented away from the
+    fleet's trees) is killed first: the user is this fleet's alone, and
+    ``userdel`` refuses a user with live processes.
+    """
     (SUDOERS_DIR / f"agent-update-fleet-{name}").unlink(missing_ok=True)
     try:
-        pwd.getpwnam(name)
+        uid = pwd.getpwnam(name).pw_uid
     except KeyError:
         return ""
-    done = subprocess.run(["userdel", name], capture_output=True, text=True, check=False)
-    return "" if done.returncode == 0 else f"userdel {name}: {done.stderr.strip()}"
+    left = _processes_of(uid)
+    procs.send(left, signal.SIGKILL)
+    procs.wait_dead(left, 5)
+    try:
+        _run(["userdel", name])
+    except FleetError as error:
+        return str(error)
+    return ""
+
+
+_NAME = re.compile(r"fl[0-9a-f]{6}h\d{1,3}")
+
+
+def sweep_stale() -> list[str]:
+    """Remove fleet users left by a run killed before its stop (its root is gone).
+
+    A live fleet's root exists, so only users of dead fleets are touched.
+    """
+    removed = []
+    for entry in pwd.getpwall():
+        home = Path(entry.pw_dir)
+        stale = _NAME.fullmatch(entry.pw_name) and not home.parent.parent.exists()
+        if stale and not remove(entry.pw_name):
+            removed.append(entry.pw_name)
+    return removed
+
+
+def _processes_of(uid: int) -> set[int]:
+    found = set()
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            try:
+                if entry.stat().st_uid == uid and procs.is_alive(int(entry.name)):
+                    found.add(int(entry.name))
+            except OSError:
+                continue
+    return found
