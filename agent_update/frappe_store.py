@@ -382,6 +382,23 @@ class FrappeStore:
                 server,
             )
 
+    def pending_on(self, name: str, servers: Iterable[str]) -> list[Row]:
+        """This update's Pending rows on ``servers`` (idx, server, step, reason only)."""
+        chosen = sorted(set(servers))
+        out: list[Row] = []
+        with self._context():
+            for start in range(0, len(chosen), 500):
+                found = frappe.db.sql(
+                    f"SELECT idx, server, status, step, reason FROM {ROW_TABLE} "
+                    f"WHERE {ROW_WHERE} AND status='Pending' AND server IN %s ORDER BY idx",
+                    [name, tuple(chosen[start : start + 500])],
+                    as_dict=True,
+                )
+                out += [
+                    codec.row_from(r, ["idx", "server", "status", "step", "reason"]) for r in found
+                ]
+        return sorted(out, key=lambda r: r.idx)
+
     def overlaps(self, name: str) -> list[tuple[str, str, str]]:
         """Rows not yet ended of other unfinished updates on this update's servers."""
         with self._context():

@@ -86,18 +86,33 @@ class WebCrashLoop:
 
     def _loop(self) -> None:
         first_seen: dict[int, float] = {}
+        left: float | None = None  # when the checkout left the commit (seconds since boot)
         deadline = time.monotonic() + BOUND + 60  # bounded even if the test hangs
         while not self._stop.wait(0.05) and time.monotonic() < deadline:
-            with contextlib.suppress(FleetError, OSError):
-                if self.fleet.checked_out_commit(self.host) != self.commit:
-                    continue
+            with contextlib.suppress(FleetError, OSError, RuntimeError):
+                on_commit = self.fleet.checked_out_commit(self.host) == self.commit
+                if not on_commit and left is None and first_seen:
+                    left = _since_boot()
                 state, pid = self.fleet.program_states(self.host)["agent:web"]
                 if state != "RUNNING" or pid is None:
+                    continue
+                # A process started from the crashing checkout keeps crashing after it moved.
+                if not on_commit and (left is None or _started(pid) >= left):
                     continue
                 seen = first_seen.setdefault(pid, time.monotonic())
                 if time.monotonic() - seen >= 1.0:
                     os.kill(pid, signal.SIGKILL)  # a fleet process this test started
                     self.kills.append(pid)
+
+
+def _since_boot() -> float:
+    return float(Path("/proc/uptime").read_text().split()[0])
+
+
+def _started(pid: int) -> float:
+    """When ``pid`` started, in seconds since boot (field 22 of /proc/<pid>/stat)."""
+    fields_after_name = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields_after_name[19]) / os.sysconf("SC_CLK_TCK")
 
 
 def _crash_loop_commit(fleet: Fleet) -> str | None:

@@ -7,6 +7,7 @@ target" while its programs still ran the old code.
 
 from __future__ import annotations
 
+import shlex
 from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
@@ -19,7 +20,6 @@ from agent_update.rollout.commands import PlanOutcome
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import Row, RowStatus, Update, UpdateStatus
 from agent_update.rollout.running import RunningObs, stale_reason
-from agent_update.testing import agentdir
 from agent_update.testing.harness import fleet_service, fleet_update
 
 OLD, NEW = "a" * 40, "b" * 40
@@ -123,7 +123,9 @@ def test_a_checkout_on_target_running_old_code_is_planned_then_updated(fleet, tm
             if server.name != host.name:
                 service.store.save_server(replace(server, status="Archived"))
         # What a failed update with auto rollback off leaves: checkout moved, no restart.
-        agentdir.checkout(Path(host.agent_dir), fleet.commits.good)
+        repo = shlex.quote(f"{host.agent_dir}/repo")
+        moved = fleet.ssh(host, f"cd {repo} && git checkout -q --force {fleet.commits.good}")
+        assert moved.returncode == 0, moved.stderr  # as the agent's user, over SSH
         assert fleet.reported_commit(host) == fleet.commits.good
         assert fleet.running_commit(host) == fleet.commits.base
         update = service.create(fleet_update(fleet.commits.good))

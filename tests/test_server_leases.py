@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import json
+
 from agent_update.rollout import machine, server_leases
-from agent_update.rollout.model import Row, RowStatus, Step, Update, UpdateStatus
+from agent_update.rollout.model import Row, RowStatus, Server, Step, Update, UpdateStatus
+from agent_update.rollout.observations import ProbeObs
+from agent_update.rollout.runner import Runner
 from agent_update.rollout.store import SqliteStore
 
 
@@ -49,6 +53,8 @@ def test_waiting_for_and_overlaps(tmp_path):
     assert store.foreign_leases("A", now=5) == {"h2": ("B", 1)}
     assert store.foreign_leases("A", now=10) == {}  # expired
     assert store.waiting_for("h2") == ["A"]
+    assert [(r.idx, r.server) for r in store.pending_on("A", ["h1", "h2", "h9"])] == [(2, "h2")]
+    assert store.pending_on("B", []) == []
     assert store.overlaps("A") == [
         ("B", "Running", "h1"),
         ("C", "Draft", "h2"),
@@ -76,7 +82,6 @@ def test_decide_starts_no_row_on_a_busy_server_and_moves_on():
 
 def test_a_claimed_row_on_a_busy_server_goes_back_to_pending(tmp_path):
     """The runner's side, without servers: the race lost after decide."""
-    from agent_update.rollout.runner import Runner
 
     class NoConnector:
         def open(self, server, update):
@@ -94,4 +99,77 @@ def test_a_claimed_row_on_a_busy_server_goes_back_to_pending(tmp_path):
     assert store.get_update("B").status is UpdateStatus.RUNNING
     store.release_server("h1", "A", 1)
     assert runner.kick("B") == [1] and launched == [1]
+    assert store.get_row("B", 1).reason == "waiting: h1 busy in A"  # until its precheck
+
+
+def test_the_runner_that_frees_a_server_clears_the_note_and_kicks_the_waiting_update(tmp_path):
+    store = store_with(
+        tmp_path,
+        ("A", UpdateStatus.RUNNING, [("h1", RowStatus.SUCCESS)]),
+        ("B", UpdateStatus.RUNNING, [("h1", RowStatus.PENDING), ("h2", RowStatus.PENDING)]),
+    )
+    launched: list[tuple[str, int]] = []
+    runner = Runner(store, object(), launcher=lambda n, i, o: launched.append((n, i)))
+    store.save_row("B", Row(idx=1, server="h1", reason="waiting: h1 busy in A"), ["reason"])
+    runner._server_freed("A", "h1")
+    assert store.get_row("B", 1).reason == ""
+    assert launched == [("B", 1)]  # one lane
     assert store.server_holders(["h1"], runner.clock()) == {"h1": ("B", 1)}
+
+
+def test_a_resumed_row_whose_server_was_taken_waits_without_touching_it(tmp_path):
+    """A dead runner's row, resumed after another update took its server."""
+
+    target = "b" * 40
+    store = store_with(tmp_path)
+    store.insert_update(
+        Update(name="B", status=UpdateStatus.RUNNING, commit=target, startup_timeout=60),
+        [
+            Row(
+                idx=1,
+                server="h1",
+                status=RowStatus.RUNNING,
+                step=Step.COMMAND_SENT,
+                rollback_commit="a" * 40,
+                pids_before=json.dumps({"agent:web": 1}),
+            )
+        ],
+    )
+    events: list[str] = []
+
+    class Link:
+        def probe(self):
+            events.append("probe")
+            return ProbeObs(pong=True, commit=target, programs={"agent:web": ("RUNNING", 2)})
+
+        def close(self):
+            return None
+
+    class Connector:
+        def open(self, server, update):
+            return Link()
+
+    class Clock:
+        now = 1000.0
+
+        def __call__(self) -> float:
+            return self.now
+
+    clock = Clock()
+
+    def sleep(seconds: float) -> None:
+        events.append("sleep")
+        clock.now += seconds
+        if events.count("sleep") == 3:
+            store.release_server("h1", "A", 1)  # the other update is done with it
+
+    store.save_server(Server(name="h1", host="127.0.0.1", agent_url="http://127.0.0.1:9"))
+    assert store.claim_server("h1", "A", 1, clock.now, 600) == ""
+    runner = Runner(store, Connector(), launcher=lambda *a: None, clock=clock, sleep=sleep)
+    assert runner.kick("B") == [1]  # resumed: its lease was free
+    owner = store.get_row("B", 1).lease_owner
+    row = runner.run_row("B", 1, owner)
+    assert events[:4] == ["sleep", "sleep", "sleep", "probe"]  # no probe while busy
+    assert row.status is RowStatus.SUCCESS
+    assert "waiting: h1 busy in A" in store.get_row("B", 1).log
+    assert store.server_holders(["h1"], clock.now) == {}  # released when the row ended

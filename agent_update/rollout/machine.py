@@ -311,6 +311,8 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
                 restart_set(update, before), before, obs.programs
             ) or verdicts.still_down(history, obs.programs, since, update.verdict_window)
     if quick:
+        if row.reason and not rolling_back(row):  # e.g. "command exited 1": say both
+            quick = f"{quick} ({row.reason})"
         return fail(update, row, quick, now, obs.programs)
     if healthy:
         since = row.healthy_since if row.healthy_since is not None else now

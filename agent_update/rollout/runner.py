@@ -125,7 +125,7 @@ class Runner:
             update = self.store.get_update(name)
             rows = self.store.get_rows(name, machine.DECISION_FIELDS)
             now = self.clock()
-            busy = self._busy(name, rows, now)
+            busy = self._busy(name, now)
             decision = machine.decide(update, rows, now, busy)
             if decision.changes:
                 update = update.copy(**decision.changes)
@@ -145,30 +145,34 @@ class Runner:
                     continue
                 self.store.save_row(name, machine.claim(row), ["step"], owner)
                 claimed.append(idx)
-            if update.status is UpdateStatus.RUNNING:
-                self._note_waiting(name, rows, busy)
+            if update.status is UpdateStatus.RUNNING and busy:
+                self._note_waiting(name, busy)
         if decision.changes:
             self._notify(name, None, update)
         for idx in claimed:
             self.launcher(name, idx, owner)
         return claimed
 
-    def _busy(self, name: str, rows: list[Row], now: float) -> dict[str, str]:
+    def _busy(self, name: str, now: float) -> dict[str, str]:
         """Servers held by another update's row (few: those in flight elsewhere)."""
-        if not any(r.status is RowStatus.PENDING for r in rows):
-            return {}
         return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
 
-    def _note_waiting(self, name: str, rows: list[Row], busy: dict[str, str]) -> None:
+    def _note_waiting(self, name: str, busy: dict[str, str]) -> None:
         """Say on each waiting row which update holds its server (only when it changes)."""
-        for row in rows:
-            waiting = row.status is RowStatus.PENDING and row.step is Step.NONE
-            if waiting and row.server in busy:
-                note = server_leases.waiting_note(row.server, busy[row.server])
-                if row.reason != note:
-                    self._save(name, row, row.copy(reason=note), None)
-            elif waiting and row.reason.startswith("waiting: "):
-                self._save(name, row, row.copy(reason=""), None)
+        for row in self.store.pending_on(name, busy):
+            note = server_leases.waiting_note(row.server, busy[row.server])
+            if row.step is Step.NONE and row.reason != note:
+                self._note(name, row.copy(reason=note))
+
+    def _server_freed(self, name: str, server: str) -> None:
+        """Tell the rollouts waiting for ``server`` (their notes cleared, then kicked)."""
+        for other in self.store.waiting_for(server):
+            if other == name:
+                continue
+            for row in self.store.pending_on(other, [server]):
+                if row.reason.startswith("waiting: "):
+                    self._note(other, row.copy(reason=""))
+            self.kick(other)  # notes again what is still busy (e.g. in a third update)
 
     # --------------------------------------------------------------- row level
     def run_row(self, name: str, idx: int, owner: str) -> Row:
@@ -183,8 +187,10 @@ class Runner:
         signalled = False
         try:
             beat.start()
-            if not self._hold_server(update, row, owner, beat):
+            held = self._hold_server(update, row, owner, beat)
+            if held is None:
                 return self.store.get_row(name, idx)
+            row, beat.holds_server = held, True
             while True:
                 action = machine.row_action(row)
                 if action is RowAction.NONE:
@@ -204,13 +210,12 @@ class Runner:
                 self.store.release_server(row.server, name, idx)
             self.store.release_row(name, idx, owner)
         self.kick(name)
-        for other in self.store.waiting_for(row.server):
-            if other != name:
-                self.kick(other)
+        if not machine.is_active(row):
+            self._server_freed(name, row.server)
         return row
 
-    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> bool:
-        """Hold the row's server lease before touching the server.
+    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> Row | None:
+        """Hold the row's server lease before touching the server; None: leave the row.
 
         Normally taken when the row was claimed. Lost only when this row's
         lease expired (a dead runner) and another update took the server:
@@ -218,22 +223,25 @@ class Runner:
         under way waits here, its own lease renewed, for at most one lease
         period past the other row's worst case, then leaves it to the watchdog.
         """
-        name = update.name
-        other = self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl)
+        name, now = update.name, self.clock()
+        if self.store.server_holders([row.server], now).get(row.server) == (name, row.idx):
+            return row  # taken when the row was claimed: no write needed
+        other = self.store.claim_server(row.server, name, row.idx, now, beat.ttl)
         if not other:
-            return True
+            return row
         if row.status is RowStatus.PENDING:
             back = row.copy(step=Step.NONE, reason=server_leases.waiting_note(row.server, other))
             self._save(name, row, back, owner)
-            return False
-        self._save(name, row, row.copy(log=append_log(row.log, f"waiting: busy in {other}")), owner)
+            return None
+        noted = row.copy(log=append_log(row.log, f"waiting: {row.server} busy in {other}"))
+        self._save(name, row, noted, owner)
         limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl
         while self.clock() < limit:
             beat.check()
             self.sleep(max(self.settings.poll_interval, 1.0))
             if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
-                return True
-        return False
+                return noted
+        return None
 
     def _step(
         self,
@@ -274,7 +282,13 @@ class Runner:
             pause = max(0.0, min(pause, row.deadline - self.clock()))
         self.sleep(pause)
 
-    def _save(self, name: str, old: Row, new: Row, owner: str | None) -> None:
+    def _note(self, name: str, row: Row) -> None:
+        """Write a waiting row's reason; listeners get the whole row, not the few fields read."""
+        self.store.save_row(name, row, ["reason"])
+        if self.listener is not None:
+            self._notify(name, self.store.get_row(name, row.idx), None)
+
+    def _save(self, name: str, old: Row, new: Row, owner: str) -> None:
         changed = new.changed_fields(old)
         if changed:
             self.store.save_row(name, new, changed, owner)
@@ -318,12 +332,13 @@ class _Heartbeat:
         self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
         self.server = server
         self.ttl = runner.settings.lease_ttl
+        self.holds_server = False  # set once the row holds its server lease
         self.lost = False
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
 
     def start(self) -> None:
-        self._renew()
+        self._renew()  # the server lease is checked next, by _hold_server
         self._thread.start()
 
     def stop(self) -> None:
@@ -338,9 +353,10 @@ class _Heartbeat:
         now = self.runner.clock()
         if not store.claim_row(self.name, self.idx, self.owner, now, settings.lease_ttl):
             self.lost = True
-        elif store.server_holders([self.server], now).get(self.server) == (self.name, self.idx):
-            # Renewed only while held: a lease taken by another update is never stolen back.
-            store.claim_server(self.server, self.name, self.idx, now, settings.lease_ttl)
+        elif self.holds_server and store.claim_server(
+            self.server, self.name, self.idx, now, settings.lease_ttl
+        ):
+            self.lost = True  # free, expired or ours is renewed; another update's: stop here
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):

@@ -22,7 +22,13 @@ from collections.abc import Iterable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Protocol
 
-from agent_update.rollout.model import ENDED_ROW_STATUSES, FINAL_UPDATE_STATUSES
+from agent_update.rollout.model import (
+    ENDED_ROW_STATUSES,
+    FINAL_UPDATE_STATUSES,
+    Row,
+    RowStatus,
+    Step,
+)
 
 Holder = tuple[str, int]  # (update name, row idx)
 Overlap = tuple[str, str, str]  # (other update, its status, server)
@@ -77,6 +83,10 @@ class ServerLeases(Protocol):
 
     def waiting_for(self, server: str) -> list[str]:
         """Running updates with a Pending row on ``server``."""
+        ...
+
+    def pending_on(self, name: str, servers: Iterable[str]) -> list[Row]:
+        """This update's Pending rows on ``servers`` (idx, server, step, reason only)."""
         ...
 
     def overlaps(self, name: str) -> list[Overlap]:
@@ -146,6 +156,27 @@ class SqliteServerLeases:
             [server],
         )
         return [r[0] for r in found]
+
+    def pending_on(self, name: str, servers: Iterable[str]) -> list[Row]:
+        out: list[Row] = []
+        for chunk in _chunks(sorted(set(servers)), 500):
+            marks = ", ".join("?" for _ in chunk)
+            found = self._read(
+                'SELECT "idx", server, step, reason FROM rows '  # noqa: S608 (marks only)
+                f"WHERE update_name=? AND status='Pending' AND server IN ({marks})",
+                [name, *chunk],
+            )
+            out += [
+                Row(
+                    idx=r[0],
+                    server=r[1],
+                    status=RowStatus.PENDING,
+                    step=Step(r[2] or ""),
+                    reason=r[3] or "",
+                )
+                for r in found
+            ]
+        return sorted(out, key=lambda r: r.idx)
 
     def overlaps(self, name: str) -> list[Overlap]:
         ended = ", ".join("?" for _ in ENDED_ROWS)

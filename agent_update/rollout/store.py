@@ -201,6 +201,8 @@ class SqliteStore(SqliteServerLeases):
                 f"CREATE TABLE IF NOT EXISTS rows (update_name TEXT, {ROW_CODEC.columns()}, "
                 'PRIMARY KEY (update_name, "idx"))'
             )
+            for statement in SQLITE_SCHEMA:  # server leases, and rows by server
+                db.execute(statement)
             db.execute(
                 f"CREATE TABLE IF NOT EXISTS servers ({SERVER_CODEC.columns()}, "
                 'PRIMARY KEY ("name"))'
@@ -208,8 +210,6 @@ class SqliteStore(SqliteServerLeases):
             for table, codec in (("updates", UPDATE_CODEC), ("rows", ROW_CODEC)):
                 _add_missing_columns(db, table, codec)
             _add_missing_columns(db, "servers", SERVER_CODEC)
-            for statement in SQLITE_SCHEMA:
-                db.execute(statement)
 
     # connections and transactions
     @contextlib.contextmanager

@@ -21,7 +21,6 @@ from itertools import pairwise
 from agent_update.rollout.observations import Programs
 
 HISTORY_LIMIT = 16  # observations kept per program: the verdict comes long before
-RESTARTING = frozenset({"STARTING", "BACKOFF", "EXITED"})
 
 
 @dataclass(frozen=True)
@@ -66,15 +65,29 @@ def record(history: History, programs: Programs, since_end: float) -> History:
 
 
 def deaths(entries: list[Seen]) -> int:
-    """How often the program died after the command ended.
+    """How often a process started after the command ended has died.
 
-    A RUNNING pid followed by anything else is a death (a new pid, or a
-    restarting state); a BACKOFF is one too (it died while starting).
+    The first process seen may have been spawned before the command moved
+    the checkout (supervisor retrying a crashed program while the command
+    ran): its death proves nothing about the new code, so it is not counted.
+    Every later process was spawned after the command ended. A RUNNING pid
+    followed by anything else died; STARTING followed by BACKOFF or EXITED
+    died while starting; a BACKOFF right after a RUNNING pid means the
+    respawn died too.
     """
-    count = sum(1 for e in entries if e.state == "BACKOFF")
+    count = 0
+    known = False  # is the current process one spawned after the first observation?
     for current, following in pairwise(entries):
-        if current.state == "RUNNING" and following.state != "BACKOFF":
+        died = current.state == "RUNNING" or (
+            current.state == "STARTING" and following.state in ("BACKOFF", "EXITED")
+        )
+        if died and known:
             count += 1
+        if current.state == "RUNNING" and following.state == "BACKOFF":
+            count += 1  # the respawn after it died unseen, while starting
+        respawned = died or (current.state not in ("STARTING", "RUNNING"))
+        if respawned and following.state in ("STARTING", "RUNNING", "BACKOFF"):
+            known = True
     return count
 
 
@@ -128,12 +141,12 @@ def still_down(history: History, programs: Programs, since_end: float, window: f
 
     A healthy program is RUNNING after supervisor's ``startsecs`` (seconds),
     however slowly it then answers; one still starting or exited after the
-    window keeps dying.
+    window keeps dying, and one stopped has nothing left to start it.
     """
     if since_end < window:
         return ""
     for name, (state, _) in sorted(programs.items()):
-        if state in RESTARTING:
+        if state != "RUNNING":  # restarting, or stopped with nothing left to start it
             seen = describe(history.get(name, []))
             return (
                 f"{name} is still {state} {since_end:.0f} s after the command ended (seen: {seen})"

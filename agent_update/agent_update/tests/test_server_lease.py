@@ -46,3 +46,5 @@ class TestServerLease(FleetCase):
         frappe.db.sql("UPDATE `tabAgent Update` SET status='Running' WHERE name=%s", second.name)
         frappe.db.commit()
         self.assertEqual(store.waiting_for(self.server()), [second.name])
+        (row,) = store.pending_on(second.name, [self.server(), "no such server"])
+        self.assertEqual((row.idx, row.server), (1, self.server()))
