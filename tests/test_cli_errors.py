@@ -137,6 +137,19 @@ CASES = [
      Exit.USAGE, "agent-update: unknown command bogus (see agent-update --help)"),
     ("split into one batch", lambda h: [*DB, "split", "AU-draft", "1"],
      Exit.USAGE, "K: must be 2 or more, got 1"),
+    ("waves not numbers",
+     lambda h: [*DB, "create", "--repo", "/srv/a.git", "--branch", "m", "--waves", "1, lots"],
+     Exit.REFUSED, "--waves: 'lots' is not a number"),
+    ("failure percentage over 100", lambda h: [*DB, "create", "--failure-budget-percent", "150"],
+     Exit.USAGE, "--failure-budget-percent: must be a percentage within 0 … 100, got 150"),
+    ("deadline not a time",
+     lambda h: [*DB, "create", "--repo", "/srv/a.git", "--branch", "m", "--deadline", "soon"],
+     Exit.REFUSED, "--deadline: soon is not a time like 2026-11-28T18:00"),
+    ("verdict window too short",
+     lambda h: [*DB, "create", "--repo", "/srv/a.git", "--branch", "m", "--verdict-window", "1"],
+     Exit.REFUSED, "--verdict-window:"),
+    ("abort of a Draft update", lambda h: [*DB, "abort", "AU-draft"],
+     Exit.REFUSED, "Abort needs a Pending, Running or Paused update, not Draft"),
 ]  # fmt: skip
 
 

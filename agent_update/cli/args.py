@@ -340,6 +340,14 @@ def _create_parser(command) -> None:
         help="how long the update command may run; longer than the startup timeout (default 1800)",
     )
     timing.add_argument(
+        "--verdict-window",
+        type=seconds,
+        default=30.0,
+        metavar="SECONDS",
+        help="after the command ends: a crash loop or a program not restarted fails the server "
+        "within this time, not at the startup timeout (default 30; 5 … 3600)",
+    )
+    timing.add_argument(
         "--bake-time",
         type=seconds_or_zero,
         default=0.0,

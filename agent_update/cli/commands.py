@@ -144,6 +144,7 @@ def update_from_args(args: argparse.Namespace) -> Update:
         startup_timeout=args.startup_timeout,
         command_timeout=args.command_timeout,
         bake_time=args.bake_time,
+        verdict_window=args.verdict_window,
         lanes=args.lanes,
         failure_budget=args.failure_budget,
         test_mode=args.test_mode > 0,
