@@ -102,11 +102,11 @@ done_marker=$bench_dir/.agent-update-built
 export PATH="$tool/bin:$PATH"
 
 # One run at a time per cache: the build, the site and the tests share the bench.
-exec 9>"$cache/lock"
+exec 9>"$cache/bench.lock"
 if ! flock -n 9; then
-  echo "frappe bench: another run holds $cache/lock; waiting (at most 60 min)"
+  echo "frappe bench: another run holds $cache/bench.lock; waiting (at most 60 min)"
   t=$(now)
-  flock -w 3600 9 || die "$cache/lock still held after 60 min"
+  flock -w 3600 9 || die "$cache/bench.lock still held after 60 min"
   echo "timing: lock-wait $(($(now) - t))s"
 fi
 
