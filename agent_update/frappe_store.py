@@ -238,16 +238,8 @@ class FrappeStore:
             back = rows(
                 "status=%s AND IFNULL(rollback_commit, '')<>''", [RowStatus.SUCCESS.value], limit
             )
-        by_status = {RowStatus(r[0]): (int(r[1]), int(r[2] or 0)) for r in counts}
-        skipped = by_status.get(RowStatus.SKIPPED, (0, 0))
-        return Tally(
-            counts={s: n for s, (n, _) in by_status.items()},
-            ran=sum(n for s, (_, n) in by_status.items() if s is not RowStatus.SKIPPED),
-            planned_skips=skipped[0] - skipped[1],
-            active=active,
-            pending=waiting,
-            first=first,
-            rollbackable=back,
+        return Tally.from_counts(
+            counts, active=active, pending=waiting, first=first, rollbackable=back
         )
 
     def row_times(self, name: str) -> RowTimes:

@@ -46,7 +46,7 @@ def rollout(tmp: Path, connector: SimConnector, **config: object) -> tuple[Servi
     store = SqliteStore(tmp / f"headline-{time.monotonic_ns()}.db")
     names = [f"s{i:03d}" for i in range(SERVERS)]
     for name in names:
-        store.save_server(Server(name=name, host="127.0.0.1"))
+        store.save_server(Server(name=name, host="127.0.0.1", agent_url="http://127.0.0.1"))
     rows = [
         Row(idx=i, server=n, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
         for i, n in enumerate(names, start=1)

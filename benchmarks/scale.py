@@ -43,7 +43,8 @@ def measure(count: int, lanes: int = LANES) -> dict[str, float]:
     with tempfile.TemporaryDirectory() as tmp:
         store = SqliteStore(Path(tmp) / "scale.db")
         for i in range(count):
-            store.save_server(Server(name=f"s{i:05d}", host="127.0.0.1"))
+            server = Server(name=f"s{i:05d}", host="127.0.0.1", agent_url="http://127.0.0.1")
+            store.save_server(server)
         rows = [
             Row(
                 idx=i + 1,

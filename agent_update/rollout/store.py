@@ -399,16 +399,8 @@ class SqliteStore(SqliteServerLeases):
                 limit,
                 "rows_by_status",
             )
-        by_status = {RowStatus(r[0]): (r[1], r[2] or 0) for r in counts if r[1]}
-        skipped = by_status.get(RowStatus.SKIPPED, (0, 0))
-        return Tally(
-            counts={s: n for s, (n, _) in by_status.items()},
-            ran=sum(started for s, (_, started) in by_status.items() if s is not RowStatus.SKIPPED),
-            planned_skips=skipped[0] - skipped[1],
-            active=active,
-            pending=pending,
-            first=first,
-            rollbackable=rollbackable,
+        return Tally.from_counts(
+            counts, active=active, pending=pending, first=first, rollbackable=rollbackable
         )
 
     def row_times(self, name: str) -> RowTimes:

@@ -12,7 +12,9 @@ from a list (the tests, and the reference the stores are checked against).
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from agent_update.rollout.model import (
     FAILED_ROW_STATUSES,
@@ -71,6 +73,21 @@ class Tally:
     pending: list[Row] = field(default_factory=list)  # the first ``limit`` waiting rows
     first: dict[RowStatus, Row] = field(default_factory=dict)  # of each halting status
     rollbackable: list[Row] = field(default_factory=list)  # the first ``limit`` of them
+
+    @classmethod
+    def from_counts(cls, counted: Iterable[Sequence[Any]], **rows: list[Row] | dict) -> Tally:
+        """From a store's ``(status, rows, rows started)`` triples plus the rows it fetched.
+
+        Build Plan's skips are the Skipped rows that never started.
+        """
+        by_status = {RowStatus(c[0]): (int(c[1]), int(c[2] or 0)) for c in counted if c[1]}
+        skipped = by_status.get(RowStatus.SKIPPED, (0, 0))
+        return cls(
+            counts={s: n for s, (n, _) in by_status.items()},
+            ran=sum(n for s, (_, n) in by_status.items() if s is not RowStatus.SKIPPED),
+            planned_skips=skipped[0] - skipped[1],
+            **rows,
+        )
 
     def count(self, *statuses: RowStatus) -> int:
         return sum(self.counts.get(s, 0) for s in statuses)
