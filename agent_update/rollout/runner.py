@@ -10,17 +10,22 @@ lease as a fence, so any runner may die anywhere and the next one resumes.
 from __future__ import annotations
 
 import contextlib
-import os
-import socket
 import threading
 import time
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Protocol
 
 from agent_update.rollout import machine, server_leases
 from agent_update.rollout.errors import LeaseLost
+from agent_update.rollout.links import (
+    Connector,
+    Launcher,
+    Listener,
+    MissingServer,
+    NoHooks,
+    RowHooks,
+    ServerLink,
+    new_owner,
+)
 from agent_update.rollout.machine import RowAction
 from agent_update.rollout.model import (
     EngineSettings,
@@ -32,63 +37,9 @@ from agent_update.rollout.model import (
     UpdateStatus,
     append_log,
 )
-from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
+from agent_update.rollout.observations import PrecheckObs
 from agent_update.rollout.store import Store
-
-
-class ServerLink(Protocol):
-    """One server's I/O during one row: SSH commands and agent probes."""
-
-    def precheck(self) -> PrecheckObs: ...
-    def run_command(self, commit: str, timeout: float) -> CommandObs: ...
-    def probe(self) -> ProbeObs: ...
-    def close(self) -> None: ...
-
-
-class Connector(Protocol):
-    def open(self, server: Server, update: Update) -> ServerLink: ...
-
-
-class RowHooks(Protocol):
-    """Around each server: e.g. halt and release the agent's job queue."""
-
-    def before_update(self, update: Update, row: Row) -> None: ...
-    def after_update(self, update: Update, row: Row) -> None: ...
-
-
-class NoHooks:
-    def before_update(self, update: Update, row: Row) -> None:
-        return None
-
-    def after_update(self, update: Update, row: Row) -> None:
-        return None
-
-
-Launcher = Callable[[str, int, str], None]  # (update name, row idx, lease owner)
-Listener = Callable[[str, "Row | None", "Update | None"], None]
-
-
-def new_owner() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-
-
-@dataclass
-class _Missing:
-    """A link for a row whose server left the registry: every step fails."""
-
-    name: str
-
-    def precheck(self) -> PrecheckObs:
-        return PrecheckObs(error=f"{self.name} is not in the server registry")
-
-    def run_command(self, commit: str, timeout: float) -> CommandObs:
-        return CommandObs(exit_code=None, error="server not in the registry")
-
-    def probe(self) -> ProbeObs:
-        return ProbeObs(error="server not in the registry")
-
-    def close(self) -> None:
-        return None
+from agent_update.rollout.threads import Heartbeat, ThreadLauncher
 
 
 class Runner:
@@ -244,9 +195,9 @@ class Runner:
         row = self.store.get_row(name, idx)
         server = self.store.get_server(row.server)
         link: ServerLink = (
-            _Missing(row.server) if server is None else self.connector.open(server, update)
+            MissingServer(row.server) if server is None else self.connector.open(server, update)
         )
-        beat = _Heartbeat(self, name, idx, owner, row.server)
+        beat = Heartbeat(self, name, idx, owner, row.server)
         signalled = False
         with self._held_lock:
             self._held[(name, idx)] = owner
@@ -294,7 +245,7 @@ class Runner:
             self._notify(name, held, None)
         return held
 
-    def _hold_server(self, update: Update, row: Row, owner: str, beat: _Heartbeat) -> Row | None:
+    def _hold_server(self, update: Update, row: Row, owner: str, beat: Heartbeat) -> Row | None:
         """Hold the row's server lease before touching the server; None: leave the row.
 
         Normally taken when the row was claimed. Lost only when this row's
@@ -331,7 +282,7 @@ class Runner:
         link: ServerLink,
         server: Server | None,
         owner: str,
-        beat: _Heartbeat,
+        beat: Heartbeat,
     ) -> Row:
         beat.check()
         if action is RowAction.PRECHECK:
@@ -403,88 +354,3 @@ class Runner:
             if deadline is not None and time.monotonic() >= deadline:
                 raise TimeoutError("the rollout did not settle in time")
             time.sleep(max(self.settings.poll_interval, 0.2))
-
-
-class _Heartbeat:
-    """Renews a row's lease while a runner works on it (commands can be long)."""
-
-    def __init__(self, runner: Runner, name: str, idx: int, owner: str, server: str) -> None:
-        self.runner, self.name, self.idx, self.owner = runner, name, idx, owner
-        self.server = server
-        self.ttl = runner.settings.lease_ttl
-        self.holds_server = False  # set once the row holds its server lease
-        self.lost = False
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"lease-{idx}")
-
-    def start(self) -> None:
-        self._renew()  # the server lease is checked next, by _hold_server
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def check(self) -> None:
-        if self.runner.abandoned.is_set():
-            raise LeaseLost(f"row {self.idx} of {self.name} was handed back")
-        if self.lost:
-            raise LeaseLost(f"row {self.idx} of {self.name} was taken over")
-
-    def _renew(self) -> None:
-        runner = self.runner
-        with runner._held_lock:
-            if runner.abandoned.is_set():  # never re-claim a handed-back lease
-                self.lost = True
-                return
-            now, ttl, store = runner.clock(), runner.settings.lease_ttl, runner.store
-            if not store.claim_row(self.name, self.idx, self.owner, now, ttl):
-                self.lost = True
-            elif self.holds_server and store.claim_server(
-                self.server, self.name, self.idx, now, ttl
-            ):
-                self.lost = True  # free, expired or ours is renewed; another update's: stop here
-
-    def _loop(self) -> None:
-        while not self._stop.wait(self.runner.settings.lease_ttl / 3):
-            with contextlib.suppress(Exception):
-                self._renew()
-
-
-class ThreadLauncher:
-    """Runs each claimed row in a thread of this process (CLI, tests, demo)."""
-
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        self._threads: list[threading.Thread] = []
-        self._lock = threading.Lock()
-        self.errors: list[BaseException] = []
-
-    def __call__(self, name: str, idx: int, owner: str) -> None:
-        thread = threading.Thread(
-            target=self._run, args=(name, idx, owner), daemon=True, name=f"row-{name}-{idx}"
-        )
-        with self._lock:  # started under the lock: wait() never sees it unstarted
-            thread.start()
-            self._threads.append(thread)
-
-    def _run(self, name: str, idx: int, owner: str) -> None:
-        try:
-            self.runner.run_row(name, idx, owner)
-        except BaseException as exc:  # surfaced by wait(); a thread must not die silently
-            with self._lock:
-                self.errors.append(exc)
-
-    def wait(self, deadline: float | None = None) -> None:
-        """Until no row thread is alive (new ones may start while waiting)."""
-        while True:
-            with self._lock:
-                alive = [t for t in self._threads if t.is_alive()]
-                self._threads = alive
-            if not alive:
-                break
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                raise TimeoutError("the rollout did not settle in time")
-            alive[0].join(timeout=0.5 if remaining is None else min(0.5, remaining))
-        if self.errors:
-            raise self.errors[0]
