@@ -9,15 +9,23 @@ by its type, before anything is opened.
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import re
 import sys
 from dataclasses import fields
 from typing import Any, NoReturn, get_type_hints
 
+from agent_update.cli.create_flags import add_create_parser
 from agent_update.cli.exits import EXIT_HELP, Exit
-from agent_update.rollout.model import GateAction, Server
+from agent_update.cli.types import (  # noqa: F401 (re-exported)
+    SERVER_STATUSES,
+    seconds,
+    seconds_or_zero,
+    server_status,
+    text,
+    whole,
+)
+from agent_update.rollout.model import Server
 
 PROG = "agent-update"
 DESCRIPTION = """\
@@ -67,7 +75,6 @@ SERVER_METAVARS = {
     "agent_url": "URL",
 }
 SERVER_ALIASES = {"server_type": ["--type"], "disable_agent_update": ["--opt-out"]}
-SERVER_STATUSES = ("Active", "Inactive", "Archived")
 SECRET_SERVER_FIELDS = {"name", "agent_password"}  # not flags: positional / from the environment
 
 
@@ -83,62 +90,6 @@ class Parser(argparse.ArgumentParser):
             message = f"unknown command {choice.group(1)}"
         print(f"{self.prog}: {message} (see {self.prog} --help)", file=sys.stderr)
         sys.exit(Exit.USAGE)
-
-
-# ------------------------------------------------------------------ types
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text}") from None
-    if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    """More than zero seconds."""
-    value = _number(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
-    return value
-
-
-def seconds_or_zero(text: str) -> float:
-    value = _number(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text}")
-    return value
-
-
-def whole(low: int, high: int | None = None):
-    """A whole number within ``low`` … ``high``."""
-
-    def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text}") from None
-        if value < low or (high is not None and value > high):
-            span = f"{low} or more" if high is None else f"within {low} … {high}"
-            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
-        return value
-
-    parse.__name__ = "whole number"
-    return parse
-
-
-def text(value: str) -> str:
-    if not value.strip():
-        raise argparse.ArgumentTypeError("must not be empty")
-    return value.strip()
-
-
-def server_status(value: str) -> str:
-    for status in SERVER_STATUSES:
-        if value.strip().lower() == status.lower():
-            return status
-    raise argparse.ArgumentTypeError(f"must be one of {', '.join(SERVER_STATUSES)}, got {value}")
 
 
 # ------------------------------------------------------------ server flags
@@ -229,7 +180,7 @@ def build_parser() -> Parser:
     )
     listing.add_argument("--json", action="store_true", help="one JSON list, for scripts")
 
-    _create_parser(command)
+    add_create_parser(command)
 
     plan = command("plan", "Build Plan: read each server's commit; Pending when all can go")
     plan.add_argument("name", help=UPDATE_NAME)
@@ -288,160 +239,6 @@ def build_parser() -> Parser:
         "exit 6 when a rollout stalled",
     )
     return parser
-
-
-def _create_parser(command) -> None:
-    create = command("create", "create a Draft update, its servers filled from the registry")
-    source = create.add_argument_group("source (repo and branch default to the settings)")
-    source.add_argument("--repo", type=text, help="git URL or absolute path of the agent's repo")
-    source.add_argument("--branch", type=text, help="branch to roll out from")
-    source.add_argument("--commit", type=text, help="40-hex commit (default: the branch head)")
-    servers = create.add_argument_group("servers")
-    servers.add_argument(
-        "--server-type",
-        action="append",
-        type=text,
-        metavar="TYPE",
-        help="only servers of this registry type (repeat for several; default all)",
-    )
-    servers.add_argument("--exclude-self-hosted", action="store_true", help="leave those out")
-    restart = create.add_argument_group("restarts (at least one; Redis needs the other two)")
-    restart.add_argument("--no-restart-web", action="store_true", help="keep web workers running")
-    restart.add_argument(
-        "--restart-rq",
-        action="store_true",
-        help="restart RQ workers (graceful: each busy worker finishes its job first; slow)",
-    )
-    restart.add_argument("--restart-redis", action="store_true", help="restart the agent's Redis")
-    rollback = create.add_argument_group("rollback")
-    rollback.add_argument("--no-auto-rollback", action="store_true", help="a failed server stays")
-    rollback.add_argument(
-        "--rollback-commit",
-        type=text,
-        metavar="COMMIT",
-        help="roll back to this commit (default: each server's own)",
-    )
-    rollback.add_argument(
-        "--stop-after-single-rollback", action="store_true", help="halt after one rollback"
-    )
-    timing = create.add_argument_group("timing (seconds)")
-    timing.add_argument(
-        "--startup-timeout",
-        type=seconds,
-        default=600.0,
-        metavar="SECONDS",
-        help="how long the agent has to come back healthy after the command (default 600)",
-    )
-    timing.add_argument(
-        "--command-timeout",
-        type=seconds,
-        default=1800.0,
-        metavar="SECONDS",
-        help="how long the update command may run; longer than the startup timeout (default 1800)",
-    )
-    timing.add_argument(
-        "--verdict-window",
-        type=seconds,
-        default=30.0,
-        metavar="SECONDS",
-        help="after the command ends: a crash loop or a program not restarted fails the server "
-        "within this time, not at the startup timeout (default 30; 5 … 3600)",
-    )
-    timing.add_argument(
-        "--bake-time",
-        type=seconds_or_zero,
-        default=0.0,
-        metavar="SECONDS",
-        help="how long the agent must stay healthy before a server counts as updated (default 0)",
-    )
-    pace = create.add_argument_group("pace")
-    pace.add_argument(
-        "--lanes", type=whole(1, 200), default=1, metavar="N", help="servers at once (default 1)"
-    )
-    pace.add_argument(
-        "--failure-budget",
-        type=whole(0),
-        default=0,
-        metavar="N",
-        help="halt once more than N servers failed (default 0: no budget)",
-    )
-    pace.add_argument(
-        "--test-mode",
-        type=whole(0),
-        default=0,
-        metavar="N",
-        help="pause after N servers; resume runs the rest (default 0: off)",
-    )
-    _ramp_up_flags(create)
-    create.add_argument("--json", action="store_true", help="the created update as JSON")
-
-
-def percent(value: str) -> float:
-    """A percentage within 0 … 100."""
-    number = _number(value.strip().removesuffix("%"))
-    if not 0 <= number <= 100:
-        raise argparse.ArgumentTypeError(f"must be a percentage within 0 … 100, got {value}")
-    return number
-
-
-def minutes_or_zero(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {value}") from None
-    if not math.isfinite(number) or number < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 minutes or more, got {value}")
-    return number
-
-
-def _ramp_up_flags(create: argparse.ArgumentParser) -> None:
-    """Waves, percentage thresholds, deadline and stall alert (docs/waves.md)."""
-    ramp = create.add_argument_group("ramp-up and thresholds (docs/waves.md)")
-    ramp.add_argument(
-        "--waves",
-        metavar="SIZES",
-        help='sizes of the first waves, e.g. "1, 5, 20%%"; then the rest up to the lanes',
-    )
-    ramp.add_argument(
-        "--wave-success-threshold",
-        type=percent,
-        default=95.0,
-        metavar="PERCENT",
-        help="successes so far needed to open the next wave (default 95)",
-    )
-    ramp.add_argument(
-        "--wave-gate-action",
-        choices=[a.value for a in GateAction],
-        default=GateAction.PAUSE.value,
-        help="when a wave's gate fails: Pause (resume opens the next wave) or Halt",
-    )
-    ramp.add_argument(
-        "--failure-budget-percent",
-        type=percent,
-        default=0.0,
-        metavar="PERCENT",
-        help="halt once more than this share of the servers that ran failed, overall or "
-        "in one wave (default 0: off)",
-    )
-    ramp.add_argument(
-        "--failure-min-sample",
-        type=whole(1),
-        default=10,
-        metavar="N",
-        help="servers that must have run before the percentage can trip (default 10)",
-    )
-    ramp.add_argument(
-        "--deadline",
-        metavar="TIME",
-        help="no new server starts after this time (ISO 8601, e.g. 2026-11-28T18:00)",
-    )
-    ramp.add_argument(
-        "--stall-minutes",
-        type=minutes_or_zero,
-        default=0.0,
-        metavar="MINUTES",
-        help="tick reports the update (exit 6) when no server ended for this long (0: off)",
-    )
 
 
 # An engine field whose flag is not simply --field-name.

@@ -1,0 +1,81 @@
+"""Typed values of `agent-update` flags: each refuses a bad value in one line."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+SERVER_STATUSES = ("Active", "Inactive", "Archived")
+
+
+def _number(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    """More than zero seconds."""
+    value = _number(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds, got {text}")
+    return value
+
+
+def seconds_or_zero(text: str) -> float:
+    value = _number(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 seconds or more, got {text}")
+    return value
+
+
+def whole(low: int, high: int | None = None):
+    """A whole number within ``low`` … ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text}") from None
+        if value < low or (high is not None and value > high):
+            span = f"{low} or more" if high is None else f"within {low} … {high}"
+            raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def text(value: str) -> str:
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value.strip()
+
+
+def server_status(value: str) -> str:
+    for status in SERVER_STATUSES:
+        if value.strip().lower() == status.lower():
+            return status
+    raise argparse.ArgumentTypeError(f"must be one of {', '.join(SERVER_STATUSES)}, got {value}")
+
+
+def percent(value: str) -> float:
+    """A percentage within 0 … 100."""
+    number = _number(value.strip().removesuffix("%"))
+    if not 0 <= number <= 100:
+        raise argparse.ArgumentTypeError(f"must be a percentage within 0 … 100, got {value}")
+    return number
+
+
+def minutes_or_zero(value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {value}") from None
+    if not math.isfinite(number) or number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 minutes or more, got {value}")
+    return number
