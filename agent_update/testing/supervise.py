@@ -14,6 +14,7 @@ a production supervisord may lag by up to a second more than the fleet.
 
 from __future__ import annotations
 
+import contextlib
 import shlex
 import shutil
 import subprocess
@@ -142,7 +143,8 @@ def _readable_supervisor(root: Path) -> Path:
     pylib = root / "pylib"
     pylib.mkdir(exist_ok=True)
     link = pylib / "supervisor"
-    if not link.exists():
+    # Hosts are prepared in parallel threads: the first one makes the link.
+    with contextlib.suppress(FileExistsError):
         link.symlink_to(Path(supervisor.__file__).parent, target_is_directory=True)
     return pylib
 
