@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from agent_update.testing.harness import PASSWORD_VAR, server_add_args, write_cli_settings
+
 pytestmark = pytest.mark.fleet
 
 
@@ -24,41 +26,11 @@ def cli(tmp_path, *args: str, env: dict[str, str] | None = None) -> subprocess.C
 
 def test_a_rollout_from_the_command_line(fleet, tmp_path):
     fleet.reset()
-    (tmp_path / "settings.json").write_text(
-        json.dumps(
-            {
-                "ssh_private_key_file": str(fleet.client_key_path),
-                "known_hosts_file": str(fleet.known_hosts_path),
-                "default_repo": fleet.upstream_url,
-                "default_branch": fleet.branch,
-                "git_cache_dir": str(tmp_path / "git"),
-                "poll_interval": 0.1,
-            }
-        )
-    )
+    write_cli_settings(fleet, tmp_path / "settings.json")
     host = fleet.hosts[0]
-    env = {**os.environ, "HOST_PASSWORD": host.agent_password}
+    env = {**os.environ, PASSWORD_VAR: host.agent_password}
     assert cli(tmp_path, "init").returncode == 0
-    added = cli(
-        tmp_path,
-        "server-add",
-        host.name,
-        "--host",
-        host.address,
-        "--ssh-port",
-        str(host.ssh_port),
-        "--ssh-user",
-        host.ssh_user,
-        "--agent-dir",
-        host.agent_dir,
-        "--agent-user",
-        host.agent_user,
-        "--agent-url",
-        host.agent_url,
-        "--agent-password-env",
-        "HOST_PASSWORD",
-        env=env,
-    )
+    added = cli(tmp_path, *server_add_args(host), env=env)
     assert added.returncode == 0, added.stderr
     listed = cli(tmp_path, "server-list", "--json")
     assert host.agent_password not in listed.stdout

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import time
 
 import pytest
+
+from agent_update.testing.harness import PASSWORD_VAR, server_add_args, write_cli_settings
 
 pytestmark = pytest.mark.fleet
 
@@ -32,41 +33,11 @@ def cli(tmp_path, *args: str, env=None) -> subprocess.CompletedProcess:
 
 
 def registry(fleet, tmp_path, hosts) -> None:
-    (tmp_path / "settings.json").write_text(
-        json.dumps(
-            {
-                "ssh_private_key_file": str(fleet.client_key_path),
-                "known_hosts_file": str(fleet.known_hosts_path),
-                "default_repo": fleet.upstream_url,
-                "default_branch": fleet.branch,
-                "git_cache_dir": str(tmp_path / "git"),
-                "poll_interval": 0.1,
-            }
-        )
-    )
+    write_cli_settings(fleet, tmp_path / "settings.json")
     assert cli(tmp_path, "init").returncode == 0
     for host in hosts:
-        env = {**os.environ, "HOST_PASSWORD": host.agent_password}
-        added = cli(
-            tmp_path,
-            "server-add",
-            host.name,
-            "--host",
-            host.address,
-            "--ssh-port",
-            str(host.ssh_port),
-            "--ssh-user",
-            host.ssh_user,
-            "--agent-user",
-            host.agent_user,
-            "--agent-dir",
-            host.agent_dir,
-            "--agent-url",
-            host.agent_url,
-            "--agent-password-env",
-            "HOST_PASSWORD",
-            env=env,
-        )
+        env = {**os.environ, PASSWORD_VAR: host.agent_password}
+        added = cli(tmp_path, *server_add_args(host), env=env)
         assert added.returncode == 0, added.stderr
 
 

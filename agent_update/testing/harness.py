@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -11,6 +12,9 @@ from agent_update.service import Service
 
 if TYPE_CHECKING:
     from agent_update.testing.fleet import Fleet
+    from agent_update.testing.model import FleetHost
+
+PASSWORD_VAR = "HOST_PASSWORD"  # noqa: S105 (a variable name: `--agent-password-env` reads it)
 
 
 def fleet_servers(fleet: Fleet, server_type: str = "Server") -> list[Server]:
@@ -69,3 +73,39 @@ def fleet_service(
     for server in fleet_servers(fleet):
         store.save_server(server)
     return Service(store, settings or fleet_settings(fleet, workdir), **kwargs)  # type: ignore[arg-type]
+
+
+def write_cli_settings(fleet: Fleet, path: Path) -> Path:
+    """A settings file for `agent-update` that trusts exactly the fleet's host keys."""
+    settings = {
+        "ssh_private_key_file": str(fleet.client_key_path),
+        "known_hosts_file": str(fleet.known_hosts_path),
+        "default_repo": fleet.upstream_url,
+        "default_branch": fleet.branch,
+        "git_cache_dir": str(path.parent / "git"),
+        "poll_interval": 0.1,
+    }
+    path.write_text(json.dumps(settings))
+    return path
+
+
+def server_add_args(host: FleetHost) -> list[str]:
+    """`server-add` for one fleet host; its password comes from ``PASSWORD_VAR``."""
+    return [
+        "server-add",
+        host.name,
+        "--host",
+        host.address,
+        "--ssh-port",
+        str(host.ssh_port),
+        "--ssh-user",
+        host.ssh_user,
+        "--agent-user",
+        host.agent_user,
+        "--agent-dir",
+        host.agent_dir,
+        "--agent-url",
+        host.agent_url,
+        "--agent-password-env",
+        PASSWORD_VAR,
+    ]
