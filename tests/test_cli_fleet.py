@@ -18,19 +18,9 @@ from dataclasses import asdict
 import pytest
 
 from agent_update.rollout.model import RowStatus, Step, UpdateStatus
-from agent_update.testing.harness import fleet_service, fleet_settings, fleet_update
+from agent_update.testing.harness import fleet_service, fleet_settings, fleet_update, wait_for
 
 pytestmark = pytest.mark.fleet
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 class Setup:

@@ -24,6 +24,7 @@ from agent_update.rollout.model import (
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
 from agent_update.rollout.runner import Runner
 from agent_update.rollout.store import SqliteStore
+from agent_update.testing.harness import wait_for
 
 OLD, NEW = "1" * 40, "2" * 40
 
@@ -81,21 +82,12 @@ def running_update(tmp_path, names: list[str]) -> SqliteStore:
     return store
 
 
-def wait_for(predicate, what: str, timeout: float = 10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_stop_starting_lets_the_row_in_flight_end_and_starts_no_other(tmp_path):
     names = ["s1", "s2", "s3"]
     store, fleet = running_update(tmp_path, names), FakeConnector(names)
     runner = Runner(store, fleet, SETTINGS)
     runner.kick("AU-t")
-    wait_for(lambda: store.get_row("AU-t", 1).step is Step.COMMAND_SENT, "the command")
+    wait_for(lambda: store.get_row("AU-t", 1).step is Step.COMMAND_SENT, 10, "the command")
     runner.stop_starting()
     fleet.servers["s1"].gate.set()
     runner.launcher.wait(time.monotonic() + 10)  # type: ignore[attr-defined]
@@ -111,7 +103,7 @@ def test_abandon_hands_the_lease_back_and_a_new_runner_resumes_at_once(tmp_path)
     store, fleet = running_update(tmp_path, ["s1"]), FakeConnector(["s1"])
     runner = Runner(store, fleet, SETTINGS)
     runner.kick("AU-t")
-    wait_for(lambda: store.get_row("AU-t", 1).step is Step.COMMAND_SENT, "the command")
+    wait_for(lambda: store.get_row("AU-t", 1).step is Step.COMMAND_SENT, 10, "the command")
 
     assert runner.abandon() == [("AU-t", 1)]
     assert store.get_row("AU-t", 1).lease_owner == ""  # at once, not after 600 s

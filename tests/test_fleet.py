@@ -19,6 +19,7 @@ import pytest
 import requests
 
 from agent_update.testing import Fleet, FleetError, FleetHost, pipstub, procs, users
+from agent_update.testing.harness import wait_for
 from agent_update.testing.model import MASTER_MARKERS
 
 pytestmark = pytest.mark.fleet
@@ -66,13 +67,6 @@ def cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode().strip()
     except OSError:
         return ""
-
-
-def wait_for(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
 
 
 @pytest.fixture(scope="module")

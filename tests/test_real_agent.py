@@ -25,6 +25,7 @@ from agent_update.rollout.model import RowStatus, Step, UpdateStatus
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 from agent_update.testing import procs
+from agent_update.testing.harness import wait_for
 from agent_update.testing.realagent import RealAgentFleet, cleanup, locate, real_update
 
 pytestmark = pytest.mark.real_agent
@@ -240,16 +241,6 @@ def test_timed_out_command_is_gone_before_the_rollback_starts(fleet, tmp_path):
     assert host.leftovers() == []
 
 
-def _wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        found = predicate()
-        if found:
-            return found
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_runner_killed_mid_command_is_resumed_without_blind_rerun(fleet, tmp_path, request):
     workdir = tmp_path / "killed"
     settings = fleet.settings(workdir, lease_ttl=5.0)
@@ -267,16 +258,17 @@ def test_runner_killed_mid_command_is_resumed_without_blind_rerun(fleet, tmp_pat
     )
     host = fleet.hosts[0]
     try:
-        _wait_for(
+        wait_for(
             lambda: any(
                 r.status is RowStatus.RUNNING and r.step is Step.COMMAND_SENT
                 for r in svc.store.get_rows(update.name)
             ),
             90,
             "the command to be sent",
+            interval=0.1,
         )
         # Kill once the command is really at work on the host (its checkout moved).
-        _wait_for(lambda: host.head() == fleet.commits.b, 60, "the checkout to move")
+        wait_for(lambda: host.head() == fleet.commits.b, 60, "the checkout to move", 0.1)
     finally:
         os.killpg(runner.pid, signal.SIGKILL)
         runner.wait(10)
@@ -291,7 +283,7 @@ def test_runner_killed_mid_command_is_resumed_without_blind_rerun(fleet, tmp_pat
             seen.setdefault("leftovers at re-run", host.leftovers())
 
     heir = Service(SqliteStore(db), settings, listener=Transitions(on_row=look))
-    _wait_for(lambda: time.time() > victim.lease_expires, 30, "the dead runner's lease")
+    wait_for(lambda: time.time() > victim.lease_expires, 30, "the dead runner's lease")
     assert heir.tick() == [update.name]
     final = heir.drive(update.name, timeout=DRIVE_TIMEOUT)
     row = svc.store.get_rows(update.name)[0]
@@ -316,7 +308,7 @@ def test_a_run_whose_owner_died_is_swept_by_the_next(tmp_path):
     run_dir.mkdir()
     sleeper = subprocess.Popen(["sudo", "-u", user, "sleep", "300"], start_new_session=True)
     try:
-        _wait_for(lambda: cleanup.user_pids(user), 10, "the user's process")
+        wait_for(lambda: cleanup.user_pids(user), 10, "the user's process")
         owner = subprocess.Popen(["true"])
         owner.wait()
         record = {"pid": owner.pid, "started": "0", "users": [user], "sudoers": [str(sudoers)]}

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from agent_update.rollout.model import EngineSettings, Server, Update
 from agent_update.rollout.store import SqliteStore
@@ -109,3 +111,17 @@ def server_add_args(host: FleetHost) -> list[str]:
         "--agent-password-env",
         PASSWORD_VAR,
     ]
+
+
+T = TypeVar("T")
+
+
+def wait_for(predicate: Callable[[], T], timeout: float, what: str, interval: float = 0.02) -> T:
+    """Poll until ``predicate`` returns something true (returned), bounded in time."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = predicate()
+        if found:
+            return found
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
