@@ -17,21 +17,15 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simserver import OLD, SimConnector
+from simserver import SimConnector, planned_store, server_name
 
 from agent_update.rollout.model import (
     EngineSettings,
     GateAction,
-    Row,
     RowStatus,
-    Server,
-    Update,
-    UpdateStatus,
 )
-from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 
-TARGET = "f" * 40
 SERVERS = 500
 REAL_UPDATE = 120.0  # seconds: the seed's 2 minutes
 # 0.2 s as the issue suggests, and 1 s: the engine's own seconds are the same in
@@ -43,26 +37,15 @@ ROUNDS = 1 + 1 + -(-SERVERS * 20 // 100 // LANES) + -(-(SERVERS - 6 - 100) // LA
 
 
 def rollout(tmp: Path, connector: SimConnector, **config: object) -> tuple[Service, str, float]:
-    store = SqliteStore(tmp / f"headline-{time.monotonic_ns()}.db")
-    names = [f"s{i:03d}" for i in range(SERVERS)]
-    for name in names:
-        store.save_server(Server(name=name, host="127.0.0.1", agent_url="http://127.0.0.1"))
-    rows = [
-        Row(idx=i, server=n, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
-        for i, n in enumerate(names, start=1)
-    ]
-    update = Update(
-        repo="/srv/agent.git",
-        branch="master",
-        commit=TARGET,
-        status=UpdateStatus.PENDING,
+    store, name = planned_store(
+        tmp / f"headline-{time.monotonic_ns()}.db",
+        SERVERS,
         waves=WAVES,
         lanes=LANES,
         startup_timeout=5.0,
         command_timeout=10.0,
-        **config,  # type: ignore[arg-type]
+        **config,
     )
-    name = store.insert_update(update, rows).name
     service = Service(store, EngineSettings(poll_interval=0.01), connector=connector)
     t0 = time.perf_counter()
     service.start(name)
@@ -105,7 +88,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for scaled in SCALED_UPDATES:
             report(Path(tmp), scaled)
-        broken = frozenset({"s003"})  # a server of wave 2 (rows 2..6)
+        broken = frozenset({server_name(2)})  # row 3: a server of wave 2 (rows 2..6)
         connector = SimConnector(command_secs=SCALED_UPDATES[0], broken=broken)
         service, name, wall = rollout(Path(tmp), connector, wave_gate_action=GateAction.HALT)
         final = service.store.get_update(name)

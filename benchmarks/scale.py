@@ -20,20 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from simserver import OLD, SimConnector
+from simserver import SimConnector, planned_store
 
 from agent_update.rollout.model import (
     EngineSettings,
-    Row,
     RowStatus,
-    Server,
-    Update,
-    UpdateStatus,
 )
-from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 
-TARGET = "f" * 40
 SIZES = (1000, 10000)
 LANES = 20
 
@@ -41,37 +35,14 @@ LANES = 20
 def measure(count: int, lanes: int = LANES) -> dict[str, float]:
     """One rollout of ``count`` planned rows; seconds, writes and peak RSS."""
     with tempfile.TemporaryDirectory() as tmp:
-        store = SqliteStore(Path(tmp) / "scale.db")
-        for i in range(count):
-            server = Server(name=f"s{i:05d}", host="127.0.0.1", agent_url="http://127.0.0.1")
-            store.save_server(server)
-        rows = [
-            Row(
-                idx=i + 1,
-                server=f"s{i:05d}",
-                status=RowStatus.PENDING,
-                current_commit=OLD,
-                rollback_commit=OLD,
-            )
-            for i in range(count)
-        ]
-        update = store.insert_update(
-            Update(
-                repo="/srv/agent.git",
-                branch="master",
-                commit=TARGET,
-                lanes=lanes,
-                status=UpdateStatus.PENDING,
-            ),
-            rows,
-        )
+        store, name = planned_store(Path(tmp) / "scale.db", count, lanes=lanes)
         service = Service(store, EngineSettings(poll_interval=0.0), connector=SimConnector())
         before = store.writes
         t0 = time.perf_counter()
-        service.start(update.name)
-        final = service.drive(update.name)
+        service.start(name)
+        final = service.drive(name)
         secs = time.perf_counter() - t0
-        ended = store.get_rows(update.name, ["idx", "server", "status"])
+        ended = store.get_rows(name, ["idx", "server", "status"])
         return {
             "servers": count,
             "secs": secs,

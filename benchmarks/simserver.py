@@ -11,12 +11,15 @@ from __future__ import annotations
 import itertools
 import threading
 import time
+from pathlib import Path
 
 from agent_update.rollout.commands import PlanOutcome
-from agent_update.rollout.model import Server, Update
+from agent_update.rollout.model import Row, RowStatus, Server, Update, UpdateStatus
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
+from agent_update.rollout.store import SqliteStore
 
 OLD = "0" * 40
+TARGET = "f" * 40
 _pids = itertools.count(1000)
 _lock = threading.Lock()
 
@@ -73,3 +76,25 @@ class SimConnector:
     def plan_probe(self, server: Server) -> PlanOutcome:
         time.sleep(self.plan_latency)
         return PlanOutcome(commit=OLD)
+
+
+def server_name(i: int) -> str:
+    """The name of simulated server ``i`` (0-based), as planned_store registers it."""
+    return f"s{i:05d}"
+
+
+def planned_store(path: Path, count: int, **update: object) -> tuple[SqliteStore, str]:
+    """A store with ``count`` simulated servers and one Pending update over them all."""
+    store = SqliteStore(path)
+    names = [server_name(i) for i in range(count)]
+    for name in names:
+        store.save_server(Server(name=name, host="127.0.0.1", agent_url="http://127.0.0.1"))
+    rows = [
+        Row(idx=i, server=n, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
+        for i, n in enumerate(names, start=1)
+    ]
+    values: dict[str, object] = dict(
+        repo="/srv/agent.git", branch="master", commit=TARGET, status=UpdateStatus.PENDING
+    )
+    values.update(update)
+    return store, store.insert_update(Update(**values), rows).name  # type: ignore[arg-type]
