@@ -3,11 +3,13 @@
 The CLI, the demo, the tests and the Frappe app all call these, so the
 rules live in one place: validate (again) before every step that acts,
 transition with the pure commands, write only what changed, then kick the
-runner so work starts at once.
+runner so work starts at once. Each operator action is logged at INFO
+(logger ``agent_update.service``); the runner logs what follows.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
 from agent_update.rollout.store import Store
+
+log = logging.getLogger(__name__)
 
 STATUS_FIELDS = ["status", "started_at", "ended_at", "halted", "halt_reason"]
 WAVE_FIELDS = [
@@ -108,13 +112,16 @@ class Service:
         update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
         if rows is None:
             rows = commands.rows_from_registry(update, self.store.list_servers())
-        return self.store.insert_update(update, rows)
+        created = self.store.insert_update(update, rows)
+        log.info("%s: created (%d servers, commit %s)", created.name, len(rows), update.commit[:12])
+        return created
 
     def build_plan(self, name: str) -> Update:
         update = self.store.get_update(name)
         rules.validate_update(update, need_commit=True)  # later edits are re-checked
         self.check_rollback_commit(update)
         planned = planner.build_plan(self.store, self.connector, name, self.settings, self.clock)
+        log.info("%s: plan built: %s", name, planned.status.value)
         return self._warn_overlap(planned)
 
     def _warn_overlap(self, update: Update) -> Update:
@@ -134,6 +141,7 @@ class Service:
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
             self._warn_overlap(started)
+        log.info("%s: started", name)
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -159,12 +167,14 @@ class Service:
                 rules.validate_update(update, need_commit=True)
                 started = commands.start(update, self.store.get_rows(name), self.clock())
                 self.store.save_update(started, started.changed_fields(update))
+                log.info("%s: %s -> %s", name, update.status.value, started.status.value)
         return self.store.get_update(name)
 
     def pause(self, name: str) -> Update:
         with self.store.locked(name):
             update = commands.pause(self.store.get_update(name))
             self.store.save_update(update, ["status"])
+        log.info("%s: paused", name)
         return update
 
     def resume(self, name: str, kick: bool = True) -> Update:
@@ -173,6 +183,7 @@ class Service:
             update = self.store.get_update(name)
             resumed = commands.resume(update)
             self.store.save_update(resumed, resumed.changed_fields(update))
+        log.info("%s: resumed", name)
         if kick:
             self.runner.kick(name)
         return self.store.get_update(name)
@@ -188,6 +199,8 @@ class Service:
             update = self.store.get_update(name)
             aborted = commands.abort(update, self.clock(), rollback=rollback, reason=reason)
             self.store.save_update(aborted, aborted.changed_fields(update))
+        back = " with rollback" if rollback else ""
+        log.info("%s: aborted%s%s", name, back, f": {reason}" if reason else "")
         if kick:
             self.runner.kick(name)
         return self.store.get_update(name)
@@ -201,6 +214,7 @@ class Service:
             for row in changed:
                 self.store.save_row(name, row, row.changed_fields(by_idx[row.idx]))
             self.store.save_update(continued, STATUS_FIELDS + WAVE_FIELDS)
+        log.info("%s: force continue (%d rows reset)", name, len(changed))
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -213,6 +227,7 @@ class Service:
             names = [name]
             for fresh, rows in parts[1:]:
                 names.append(self.store.insert_update(fresh, rows).name)
+        log.info("%s: split into %s", name, ", ".join(names))
         return names
 
     # --------------------------------------------------------------- watchdog
@@ -228,6 +243,8 @@ class Service:
                     touched.append(name)
             elif self.runner.kick(name):
                 touched.append(name)
+        if touched:
+            log.info("tick: resumed %s", ", ".join(touched))
         return touched
 
     def stalls(self) -> list[stall.Stall]:
@@ -248,6 +265,7 @@ class Service:
                     self.store.save_update(
                         update.copy(stall_notified_at=now), ["stall_notified_at"]
                     )
+                log.info("stalled: %s", alert.message)
                 found.append(alert)
         return found
 
