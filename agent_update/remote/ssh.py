@@ -196,7 +196,7 @@ class SshSession:
 
         On timeout the channel is closed and ``timed_out`` is set; the remote
         command may go on until it next writes. The exit code is only a hint
-        (DESIGN §8): callers verify the outcome.
+        (docs/design.md §9): callers verify the outcome.
         """
         if self._client is None:
             raise SshError(f"{self.target}: not connected")
