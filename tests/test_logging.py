@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pytest
 
 from agent_update import cli
+from agent_update.remote.connector import ServerLink
+from agent_update.remote.ssh import SshConnectError
 from agent_update.rollout import steplog
 from agent_update.rollout.model import (
     EngineSettings,
@@ -306,3 +308,31 @@ def test_run_with_log_level_info_shows_each_step_of_the_server(fleet, tmp_path):
     ):
         assert prefix + step in ran, ran
     assert f"{name}: Running -> Success" in ran
+
+
+class BrokenConnector:
+    """Reaching the server raises: a bug-like error, then one of ours."""
+
+    def __init__(self, error: Exception) -> None:
+        self.settings, self.error = EngineSettings(), error
+
+    def ssh_session(self, server: Server):
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "level", "traceback"),
+    [
+        (RuntimeError("a bug"), logging.WARNING, True),
+        (SshConnectError("127.0.0.2:22: connection refused"), logging.INFO, False),
+    ],
+)
+def test_an_exception_turned_into_an_observation_is_logged(caplog, error, level, traceback):
+    caplog.set_level(logging.INFO, logger="agent_update")
+    server = Server(name="s1", host="127.0.0.2", agent_url="http://127.0.0.2:1")
+    link = ServerLink(BrokenConnector(error), server, Update(name="AU-log"))  # type: ignore[arg-type]
+    obs = link.precheck()
+    assert str(error) in obs.error  # the row's reason
+    said = [r for r in caplog.records if r.name == "agent_update.remote.connector"]
+    assert said[-1].getMessage().startswith("s1: precheck: ")
+    assert said[-1].levelno == level and bool(said[-1].exc_info) is traceback
