@@ -147,8 +147,9 @@ class Runner:
                     busy[row.server] = other
                     log.info("%s #%d %s: server busy in %s", name, idx, row.server, other)
                     continue
-                self.store.save_row(name, machine.claim(row), ["step"], owner)
-                self._logged(name, row, machine.claim(row), f"lease taken by {owner}")
+                claimed_row = machine.claim(row)
+                self.store.save_row(name, claimed_row, ["step"], owner)
+                self._logged(name, row, claimed_row, f"lease taken by {owner}")
                 claimed.append(idx)
             for idx in decision.rollback:
                 if self.store.claim_row(name, idx, owner, now, ttl):
