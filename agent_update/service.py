@@ -85,6 +85,10 @@ class Service:
         update = update.copy(commit=resolved.commit, commit_message=resolved.message)
         self.check_rollback_commit(update)
         rules.validate_update(update, need_commit=True)
+        if update.repair:  # its restart needs the status command's supervisorctl
+            from agent_update.remote.script import supervisorctl_of
+
+            supervisorctl_of(self.settings.status_command)
         return update
 
     def check_rollback_commit(self, update: Update) -> None:

@@ -22,7 +22,8 @@ def swap_host_key(known_hosts: str, victim: str, donor: str) -> str:
     )
 
 
-def test_unreachable_and_wrong_host_key_stay_draft_with_reasons(fleet, tmp_path):
+def test_a_silent_agent_is_planned_and_a_wrong_host_key_stays_draft(fleet, tmp_path):
+    """A down agent is what a repair is for; a changed host key is for an operator to check."""
     a, b, c = fleet.hosts[:3]
     settings = fleet_settings(
         fleet, tmp_path, known_hosts=swap_host_key(fleet.known_hosts, b.address, c.address)
@@ -36,11 +37,13 @@ def test_unreachable_and_wrong_host_key_stay_draft_with_reasons(fleet, tmp_path)
     planned = service.build_plan(update.name)
     rows = {r.server: r for r in service.store.get_rows(update.name)}
     assert planned.status is UpdateStatus.DRAFT
-    assert rows[a.name].status is RowStatus.DRAFT and "127.0.0.1:9" in rows[a.name].reason
+    assert rows[a.name].status is RowStatus.PENDING and "127.0.0.1:9" in rows[a.name].reason
+    assert rows[a.name].reason.startswith("current commit unknown: agent: ")
+    assert rows[a.name].current_commit == "" and rows[a.name].rollback_commit == ""
     assert rows[b.name].status is RowStatus.DRAFT and "host key" in rows[b.name].reason.lower()
     assert rows[c.name].status is RowStatus.PENDING
     assert rows[c.name].current_commit == fleet.reported_commit(c)
-    assert a.name in planned.why_stuck and b.name in planned.why_stuck
+    assert a.name not in planned.why_stuck and b.name in planned.why_stuck
     assert c.name not in planned.why_stuck
 
 

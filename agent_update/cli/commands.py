@@ -141,6 +141,7 @@ def update_from_args(args: argparse.Namespace) -> Update:
         rollback_to_specific=bool(args.rollback_commit),
         rollback_commit=args.rollback_commit or "",
         stop_after_single_rollback=args.stop_after_single_rollback,
+        repair=args.repair,
         startup_timeout=args.startup_timeout,
         command_timeout=args.command_timeout,
         bake_time=args.bake_time,

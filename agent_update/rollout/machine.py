@@ -141,11 +141,13 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     row = row.copy(started_at=now)
     if obs.opted_out:
         return _end(row, RowStatus.SKIPPED, now, "opted out of agent updates")
-    if obs.error:
-        return _end(row, RowStatus.FAILURE, now, f"precheck failed: {obs.error}")
+    if obs.error or (obs.agent_error and not update.repair):
+        return _end(row, RowStatus.FAILURE, now, f"precheck failed: {obs.error or obs.agent_error}")
     down = not_running(obs.programs)
     if not obs.programs:
         return _end(row, RowStatus.FAILURE, now, "precheck: no agent program found")
+    if update.repair:
+        return _repair_precheck(row, obs)
     if down:
         # The agent restarts nothing when a program is down: fail before changing anything.
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
@@ -160,6 +162,27 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         attempts=row.attempts + 1,
         reason="",
         log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
+    )
+
+
+def _repair_precheck(row: Row, obs: PrecheckObs) -> Row:
+    """A repair starts whatever state the programs are in; the pids of those running are kept.
+
+    A program down or crash-looping has no pid to compare: whatever runs
+    after the command is new. The command restarts every agent program.
+    """
+    pids = {name: pid for name, (state, pid) in obs.programs.items() if state == "RUNNING"}
+    down = [f"{n} {st}" for n, (st, _) in sorted(obs.programs.items()) if st != "RUNNING"]
+    seen = f"{len(pids)} of {len(obs.programs)} programs running ({', '.join(down)})"
+    seen += f"; agent: {obs.agent_error}" if obs.agent_error else ""
+    return row.copy(
+        status=RowStatus.RUNNING,
+        step=Step.COMMAND,
+        reported_commit=obs.commit or row.reported_commit,
+        pids_before=json.dumps(pids, sort_keys=True),
+        attempts=row.attempts + 1,
+        reason="",
+        log=append_log(row.log, f"repair precheck: {seen}"),
     )
 
 
@@ -294,7 +317,7 @@ def fail(
     """
     if rolling_back(row):
         return _end(row, RowStatus.FATAL, now, f"rollback failed: {reason} (after: {row.reason})")
-    if update.auto_rollback and row.rollback_commit:
+    if update.auto_rollback and row.rollback_commit and not _repair_keeps(update):
         pids = row.pids_before
         if programs:
             pids = json.dumps({name: pid for name, (_, pid) in programs.items()}, sort_keys=True)
@@ -312,11 +335,18 @@ def fail(
     return _end(row, RowStatus.FAILURE, now, reason)
 
 
+def _repair_keeps(update: Update) -> bool:
+    """A repair rolls back only to a commit the operator chose: the server's own was broken."""
+    return update.repair and not update.rollback_to_specific
+
+
 # ----------------------------------------------------------------- verification
 
 
 def restart_set(update: Update, programs: Programs | dict) -> list[str]:
-    """The agent programs the command is meant to restart."""
+    """The agent programs the command is meant to restart (a repair restarts them all)."""
+    if update.repair:
+        return sorted(programs)
     chosen = []
     for name in sorted(programs):
         short = name.removeprefix("agent:")
