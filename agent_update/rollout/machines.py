@@ -68,8 +68,8 @@ def duplicate_of(
 ) -> tuple[Server, MachineId] | None:
     """Another Active entry (by name) reaching the same machine as ``server``, or None.
 
-    An archived entry is no rival (nothing is rolled out to it), and an entry
-    saved as archived is not checked: that is how a duplicate is retired.
+    An entry that is not Active is no rival (nothing is rolled out to it), and
+    one saved as not Active is not checked: that is how a duplicate is retired.
     """
     if server.status != "Active":
         return None
