@@ -9,7 +9,8 @@ before that rule still share one server lease: the lease is keyed by the
 machine, named by the first (sorted) registry name of its entries.
 
 The grouping is pure (addresses come from an injected ``resolve``);
-``MachineIndex`` caches it for the runner, refreshed every ``REFRESH`` seconds.
+``MachineIndex`` caches it for the runner, refreshed every ``REFRESH`` seconds
+(the registry's distinct hosts resolved in parallel, outside the store's lock).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import posixpath
 import threading
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from agent_update.rollout.model import Server
@@ -149,19 +151,19 @@ class MachineIndex:
             now = self._clock()
             if self._at is None or now - self._at >= self._refresh:
                 servers = self._list()
-                cache: dict[str, frozenset[str]] = {}
-
-                def resolve(host: str) -> frozenset[str]:
-                    if host not in cache:
-                        cache[host] = self._resolve(host)
-                    return cache[host]
-
-                self._keys = lease_keys(servers, resolve)
+                hosts = sorted({s.host for s in servers})
+                with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+                    found = dict(zip(hosts, pool.map(self._resolve, hosts), strict=True))
+                self._keys = lease_keys(servers, found.__getitem__)
                 aliases: dict[str, list[str]] = {}
                 for name, key in sorted(self._keys.items()):
                     aliases.setdefault(key, []).append(name)
                 self._aliases, self._at = aliases, now
             return self._keys, self._aliases
+
+    def warm(self) -> None:
+        """Refresh now if due, so no lookup happens later under the store's lock."""
+        self._current()
 
     def key(self, server: str) -> str:
         """The name ``server``'s lease is held under (itself when alone or unknown)."""

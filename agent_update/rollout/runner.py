@@ -108,6 +108,7 @@ class Runner:
         owner = owner or new_owner()
         ttl = self.settings.lease_ttl
         claimed: list[int] = []
+        self.machines.warm()  # any lookup of host addresses before the lock, not under it
         with self.store.locked(name):
             update = self.store.get_update(name)
             tally = self.store.tally(name, update.lanes)
