@@ -8,13 +8,15 @@ Each test asserts what the hosts really run afterwards, not only statuses.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
 
 import pytest
 
+from agent_update import cli
 from agent_update.rollout.model import RowStatus, UpdateStatus
-from agent_update.testing.harness import fleet_service, fleet_update, wait_for
+from agent_update.testing.harness import fleet_service, fleet_update, wait_for, write_cli_settings
 
 pytestmark = pytest.mark.fleet
 STABLE_FOR = 4.0  # seconds of unchanged pids: a crashloop web lives 1.5 s
@@ -110,3 +112,26 @@ def test_a_down_program_fails_a_plain_update_and_a_repair_starts_it(reset, tmp_p
     assert all(state == "RUNNING" for state, _ in states.values()), states
     assert states["agent:web"][1] != web_before[1]
     assert fleet.running_commit(host) == fleet.commits.good
+
+
+def test_create_repair_from_the_command_line(fleet, tmp_path, capsys, monkeypatch):
+    """`create --repair` stores the flag, `status` shows it; an unusable status command fails."""
+    monkeypatch.chdir(tmp_path)
+    settings = write_cli_settings(fleet, tmp_path / "settings.json")
+    base = ["--db", str(tmp_path / "au.db"), "--settings", str(settings)]
+    assert cli.run([*base, "init"]) == 0
+    capsys.readouterr()
+    commit = ["--commit", fleet.commits.good]
+    assert cli.run([*base, "create", *commit, "--repair", "--json"]) == 0
+    created = json.loads(capsys.readouterr().out)
+    assert created["repair"] is True
+    assert cli.run([*base, "status", created["name"]]) == 0
+    assert "(repair)" in capsys.readouterr().out.splitlines()[0]
+    assert cli.run([*base, "create", *commit, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["repair"] is False
+
+    data = json.loads(settings.read_text())
+    settings.write_text(json.dumps({**data, "status_command": "supervisorctl status | cat"}))
+    assert cli.run([*base, "create", *commit, "--repair"]) == 5
+    err = capsys.readouterr().err
+    assert err.startswith("agent-update: status_command: ") and "supervisorctl" in err, err
