@@ -232,3 +232,18 @@ def test_two_rollouts_over_two_names_of_one_machine_never_overlap(fleet, tmp_pat
     finally:
         done.set()
         fleet.reset()
+
+
+def test_an_index_that_cannot_be_read_keeps_the_last_one(caplog) -> None:
+    registry = [entry("b", "127.0.0.5"), entry("a", "127.0.0.5")]
+    now = [0.0]
+
+    def listing() -> list[Server]:
+        if now[0] > 0:
+            raise RuntimeError("database gone")
+        return list(registry)
+
+    index = machines.MachineIndex(listing, addresses, lambda: now[0], refresh=30)
+    assert index.key("b") == "a"
+    now[0] = 31.0
+    assert index.key("b") == "a" and "cannot index the registry" in caplog.text

@@ -173,7 +173,8 @@ def _repair_precheck(row: Row, obs: PrecheckObs) -> Row:
     """
     pids = {name: pid for name, (state, pid) in obs.programs.items() if state == "RUNNING"}
     down = [f"{n} {st}" for n, (st, _) in sorted(obs.programs.items()) if st != "RUNNING"]
-    seen = f"{len(pids)} of {len(obs.programs)} programs running ({', '.join(down)})"
+    seen = f"{len(pids)} of {len(obs.programs)} programs running"
+    seen += f" ({', '.join(down)})" if down else ""
     seen += f"; agent: {obs.agent_error}" if obs.agent_error else ""
     return row.copy(
         status=RowStatus.RUNNING,

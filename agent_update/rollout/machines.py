@@ -16,6 +16,7 @@ The grouping is pure (addresses come from an injected ``resolve``);
 from __future__ import annotations
 
 import ipaddress
+import logging
 import posixpath
 import threading
 import time
@@ -25,6 +26,7 @@ from dataclasses import dataclass
 
 from agent_update.rollout.model import Server
 
+logger = logging.getLogger(__name__)
 Resolve = Callable[[str], frozenset[str]]
 REFRESH = 30.0  # seconds an index of the registry is reused by a runner
 
@@ -150,16 +152,24 @@ class MachineIndex:
         with self._lock:
             now = self._clock()
             if self._at is None or now - self._at >= self._refresh:
-                servers = self._list()
-                hosts = sorted({s.host for s in servers})
-                with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
-                    found = dict(zip(hosts, pool.map(self._resolve, hosts), strict=True))
-                self._keys = lease_keys(servers, found.__getitem__)
-                aliases: dict[str, list[str]] = {}
-                for name, key in sorted(self._keys.items()):
-                    aliases.setdefault(key, []).append(name)
-                self._aliases, self._at = aliases, now
+                try:
+                    self._keys, self._aliases = self._index()
+                except Exception:  # keep the last index; the next call tries again
+                    logger.exception("one machine, one server: cannot index the registry")
+                else:
+                    self._at = now
             return self._keys, self._aliases
+
+    def _index(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        servers = self._list()
+        hosts = sorted({s.host for s in servers})
+        with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
+            found = dict(zip(hosts, pool.map(self._resolve, hosts), strict=True))
+        keys = lease_keys(servers, found.__getitem__)
+        aliases: dict[str, list[str]] = {}
+        for name, key in sorted(keys.items()):
+            aliases.setdefault(key, []).append(name)
+        return keys, aliases
 
     def warm(self) -> None:
         """Refresh now if due, so no lookup happens later under the store's lock."""
