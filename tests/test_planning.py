@@ -64,3 +64,20 @@ def test_opted_out_skipped_and_a_dead_planner_is_redone(fleet, tmp_path):
     assert planned.status is UpdateStatus.PENDING
     assert rows[0].status is RowStatus.SKIPPED and "opted out" in rows[0].reason
     assert all(r.status is RowStatus.PENDING for r in rows[1:])
+
+
+def test_a_server_ssh_cannot_reach_is_planned_with_the_reason(fleet, tmp_path):
+    """Its precheck judges it at its turn (it may be back by then)."""
+    host = fleet.hosts[0]
+    service = fleet_service(fleet, tmp_path)
+    for server in service.store.list_servers():
+        if server.name != host.name:
+            service.store.save_server(replace(server, status="Archived"))
+    service.store.save_server(replace(service.store.get_server(host.name), ssh_port=9))
+    update = service.create(fleet_update(fleet.commits.good))
+    planned = service.build_plan(update.name)
+    (row,) = service.store.get_rows(update.name)
+    assert planned.status is UpdateStatus.PENDING, planned.why_stuck
+    assert row.status is RowStatus.PENDING
+    assert row.reason.startswith("current commit unknown: ssh: "), row.reason
+    assert "127.0.0.2:9" in row.reason or "refused" in row.reason.lower(), row.reason
