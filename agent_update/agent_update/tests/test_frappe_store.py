@@ -32,9 +32,8 @@ class TestFrappeStore(FleetCase):
         host = self.fleet.hosts[0]
         for i in range(count):
             # Its own agent directory: one machine per entry (one machine, one server).
-            fake = FleetHost(
-                **{**host.__dict__, "name": f"fake{i}", "agent_dir": f"{host.agent_dir}-fake{i}"}
-            )
+            agent_dir = f"{host.agent_dir}-{count}-{i}"
+            fake = FleetHost(**{**host.__dict__, "name": f"fake{i}", "agent_dir": agent_dir})
             self.register(f"{server_type} {i:03d}", fake, server_type=server_type)
         return self.new_update(
             commit=self.fleet.commits.good, server_types=[{"server_type": server_type}]
