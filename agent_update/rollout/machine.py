@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from agent_update.rollout import verdicts
+from agent_update.rollout import repair, verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -147,7 +147,7 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     if not obs.programs:
         return _end(row, RowStatus.FAILURE, now, "precheck: no agent program found")
     if update.repair:
-        return _repair_precheck(row, obs)
+        return repair.precheck(row, obs)
     if down:
         # The agent restarts nothing when a program is down: fail before changing anything.
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
@@ -162,28 +162,6 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         attempts=row.attempts + 1,
         reason="",
         log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
-    )
-
-
-def _repair_precheck(row: Row, obs: PrecheckObs) -> Row:
-    """A repair starts whatever state the programs are in; the pids of those running are kept.
-
-    A program down or crash-looping has no pid to compare: whatever runs
-    after the command is new. The command restarts every agent program.
-    """
-    pids = {name: pid for name, (state, pid) in obs.programs.items() if state == "RUNNING"}
-    down = [f"{n} {st}" for n, (st, _) in sorted(obs.programs.items()) if st != "RUNNING"]
-    seen = f"{len(pids)} of {len(obs.programs)} programs running"
-    seen += f" ({', '.join(down)})" if down else ""
-    seen += f"; agent: {obs.agent_error}" if obs.agent_error else ""
-    return row.copy(
-        status=RowStatus.RUNNING,
-        step=Step.COMMAND,
-        reported_commit=obs.commit or row.reported_commit,
-        pids_before=json.dumps(pids, sort_keys=True),
-        attempts=row.attempts + 1,
-        reason="",
-        log=append_log(row.log, f"repair precheck: {seen}"),
     )
 
 
@@ -318,7 +296,7 @@ def fail(
     """
     if rolling_back(row):
         return _end(row, RowStatus.FATAL, now, f"rollback failed: {reason} (after: {row.reason})")
-    if update.auto_rollback and row.rollback_commit and not _repair_keeps(update):
+    if update.auto_rollback and row.rollback_commit and not repair.keeps_failed(update):
         pids = row.pids_before
         if programs:
             pids = json.dumps({name: pid for name, (_, pid) in programs.items()}, sort_keys=True)
@@ -334,11 +312,6 @@ def fail(
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),
         )
     return _end(row, RowStatus.FAILURE, now, reason)
-
-
-def _repair_keeps(update: Update) -> bool:
-    """A repair rolls back only to a commit the operator chose: the server's own was broken."""
-    return update.repair and not update.rollback_to_specific
 
 
 # ----------------------------------------------------------------- verification
