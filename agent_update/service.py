@@ -18,6 +18,7 @@ from pathlib import Path
 from agent_update.rollout import commands, planner, rules, server_leases, stall
 from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
+from agent_update.rollout.machines import Resolve
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
@@ -49,9 +50,12 @@ class Service:
         hooks: RowHooks | None = None,
         listener: Listener | None = None,
         clock: Callable[[], float] = time.time,
+        resolve: Resolve | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
+        if resolve is None:  # host addresses as SSH resolves them (one machine, one server)
+            from agent_update.remote.resolve import addresses as resolve
         if connector is None:
             from agent_update.remote.connector import SshConnector
 
@@ -66,6 +70,7 @@ class Service:
             hooks=hooks,
             listener=listener,
             clock=clock,
+            resolve=resolve,
         )
         self._git = None
 
@@ -89,6 +94,10 @@ class Service:
         update = update.copy(commit=resolved.commit, commit_message=resolved.message)
         self.check_rollback_commit(update)
         rules.validate_update(update, need_commit=True)
+        if update.repair:  # its restart needs the status command's supervisorctl
+            from agent_update.remote.script import supervisorctl_of
+
+            supervisorctl_of(self.settings.status_command)
         return update
 
     def check_rollback_commit(self, update: Update) -> None:

@@ -27,7 +27,15 @@ TARGET = "f" * 40
 def make(tmp: Path, count: int, connector: SimConnector, **settings: object):
     store = SqliteStore(tmp / f"bench-{count}-{time.monotonic_ns()}.db")
     for i in range(count):
-        store.save_server(Server(name=f"s{i:04d}", host="127.0.0.1", agent_url="http://127.0.0.1"))
+        # One agent directory each: one machine per server (a shared one would share a lease).
+        store.save_server(
+            Server(
+                name=f"s{i:04d}",
+                host="127.0.0.1",
+                agent_dir=f"/srv/s{i:04d}/agent",
+                agent_url="http://127.0.0.1",
+            )
+        )
     engine = EngineSettings(poll_interval=0.01, **settings)  # type: ignore[arg-type]
     service = Service(store, engine, connector=connector)
     rows = rows_from_registry(Update(), store.list_servers())

@@ -88,7 +88,15 @@ def planned_store(path: Path, count: int, **update: object) -> tuple[SqliteStore
     store = SqliteStore(path)
     names = [server_name(i) for i in range(count)]
     for name in names:
-        store.save_server(Server(name=name, host="127.0.0.1", agent_url="http://127.0.0.1"))
+        # One agent directory each: one machine per server (a shared one would share a lease).
+        store.save_server(
+            Server(
+                name=name,
+                host="127.0.0.1",
+                agent_dir=f"/srv/{name}/agent",
+                agent_url="http://127.0.0.1",
+            )
+        )
     rows = [
         Row(idx=i, server=n, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
         for i, n in enumerate(names, start=1)

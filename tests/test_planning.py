@@ -22,7 +22,8 @@ def swap_host_key(known_hosts: str, victim: str, donor: str) -> str:
     )
 
 
-def test_unreachable_and_wrong_host_key_stay_draft_with_reasons(fleet, tmp_path):
+def test_a_silent_agent_is_planned_and_a_wrong_host_key_stays_draft(fleet, tmp_path):
+    """A down agent is what a repair is for; a changed host key is for an operator to check."""
     a, b, c = fleet.hosts[:3]
     settings = fleet_settings(
         fleet, tmp_path, known_hosts=swap_host_key(fleet.known_hosts, b.address, c.address)
@@ -36,11 +37,13 @@ def test_unreachable_and_wrong_host_key_stay_draft_with_reasons(fleet, tmp_path)
     planned = service.build_plan(update.name)
     rows = {r.server: r for r in service.store.get_rows(update.name)}
     assert planned.status is UpdateStatus.DRAFT
-    assert rows[a.name].status is RowStatus.DRAFT and "127.0.0.1:9" in rows[a.name].reason
+    assert rows[a.name].status is RowStatus.PENDING and "127.0.0.1:9" in rows[a.name].reason
+    assert rows[a.name].reason.startswith("current commit unknown: agent: ")
+    assert rows[a.name].current_commit == "" and rows[a.name].rollback_commit == ""
     assert rows[b.name].status is RowStatus.DRAFT and "host key" in rows[b.name].reason.lower()
     assert rows[c.name].status is RowStatus.PENDING
     assert rows[c.name].current_commit == fleet.reported_commit(c)
-    assert a.name in planned.why_stuck and b.name in planned.why_stuck
+    assert a.name not in planned.why_stuck and b.name in planned.why_stuck
     assert c.name not in planned.why_stuck
 
 
@@ -61,3 +64,20 @@ def test_opted_out_skipped_and_a_dead_planner_is_redone(fleet, tmp_path):
     assert planned.status is UpdateStatus.PENDING
     assert rows[0].status is RowStatus.SKIPPED and "opted out" in rows[0].reason
     assert all(r.status is RowStatus.PENDING for r in rows[1:])
+
+
+def test_a_server_ssh_cannot_reach_is_planned_with_the_reason(fleet, tmp_path):
+    """Its precheck judges it at its turn (it may be back by then)."""
+    host = fleet.hosts[0]
+    service = fleet_service(fleet, tmp_path)
+    for server in service.store.list_servers():
+        if server.name != host.name:
+            service.store.save_server(replace(server, status="Archived"))
+    service.store.save_server(replace(service.store.get_server(host.name), ssh_port=9))
+    update = service.create(fleet_update(fleet.commits.good))
+    planned = service.build_plan(update.name)
+    (row,) = service.store.get_rows(update.name)
+    assert planned.status is UpdateStatus.PENDING, planned.why_stuck
+    assert row.status is RowStatus.PENDING
+    assert row.reason.startswith("current commit unknown: ssh: "), row.reason
+    assert "127.0.0.2:9" in row.reason or "refused" in row.reason.lower(), row.reason

@@ -27,7 +27,8 @@ from agent_update.cli.output import (
     update_lines,
 )
 from agent_update.remote.agent_client import AgentEndpoint
-from agent_update.rollout import rules, waves
+from agent_update.remote.resolve import addresses
+from agent_update.rollout import machines, rules, waves
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import GateAction, Server, Update, UpdateStatus
 from agent_update.service import Service
@@ -74,10 +75,18 @@ def agent_password(args: argparse.Namespace) -> str | None:
     return value
 
 
-def validate_server(server: Server) -> None:
-    """Every field that reaches a shell or a URL, checked before it is saved."""
-    rules.validate_server(server)
+def validate_server(server: Server, registry: list[Server] | None = None) -> None:
+    """Every field that reaches a shell or a URL, checked before it is saved.
+
+    With the ``registry``: an entry reaching the same machine as another
+    (resolved address, SSH port, agent directory) is refused, naming it.
+    """
+    server = rules.validate_server(server)
     AgentEndpoint(server.agent_url, server.agent_password)
+    found = machines.duplicate_of(server, registry or [], addresses)
+    if found is not None:
+        other, where = found
+        raise CliError(f"host: {machines.duplicate_message(server, other, where)}", Exit.REFUSED)
 
 
 def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
@@ -93,7 +102,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
             raise CliError(f"server-add: --{required.replace('_', '-')} is required")
     password = agent_password(args)
     server = Server(name=args.name, **values, agent_password=password or "")
-    validate_server(server)
+    validate_server(server, store.list_servers())
     store.save_server(server)  # type: ignore[attr-defined]
     print(f"server {server.name} added")
     return Exit.OK
@@ -111,7 +120,7 @@ def cmd_server_set(service: Service, args: argparse.Namespace) -> int:
     if not changes:
         raise CliError("server-set: nothing to change; give at least one flag (see --help)")
     updated = replace(server, **changes)
-    validate_server(updated)
+    validate_server(updated, store.list_servers())
     store.save_server(updated)  # type: ignore[attr-defined]
     print(f"server {server.name}: {', '.join(sorted(changes))} changed")
     return Exit.OK
@@ -141,6 +150,7 @@ def update_from_args(args: argparse.Namespace) -> Update:
         rollback_to_specific=bool(args.rollback_commit),
         rollback_commit=args.rollback_commit or "",
         stop_after_single_rollback=args.stop_after_single_rollback,
+        repair=args.repair,
         startup_timeout=args.startup_timeout,
         command_timeout=args.command_timeout,
         bake_time=args.bake_time,

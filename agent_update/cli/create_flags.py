@@ -49,6 +49,12 @@ def add_create_parser(command) -> None:
     rollback.add_argument(
         "--stop-after-single-rollback", action="store_true", help="halt after one rollback"
     )
+    create.add_argument(
+        "--repair",
+        action="store_true",
+        help="repair a broken fleet: start even where agent programs are down or "
+        "crash-looping, restart every agent program; rolls back only to --rollback-commit",
+    )
     timing = create.add_argument_group("timing (seconds)")
     timing.add_argument(
         "--startup-timeout",

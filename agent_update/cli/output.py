@@ -67,7 +67,7 @@ def update_lines(update: Update, rows: list[Row], now: float | None = None) -> l
     """The status table: the update's line, why it halted or is stuck, one line per row."""
     now = time.time() if now is None else now
     head = f"{update.name}  {update.status.value}  commit {update.commit[:12]}"
-    head += f"  lanes {update.lanes}  {summary(rows)}"
+    head += f"  lanes {update.lanes}  {summary(rows)}" + ("  (repair)" if update.repair else "")
     lines = [head]
     if update.halt_reason:
         lines.append(f"  halted: {update.halt_reason}")

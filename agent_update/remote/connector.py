@@ -13,17 +13,26 @@ import logging
 
 from agent_update.remote import guard, runtime, script, supervisor
 from agent_update.remote.agent_client import (
+    AgentAuthError,
     AgentClient,
     AgentEndpoint,
     services_healthy,
 )
 from agent_update.remote.guard import RunAs
-from agent_update.remote.ssh import SshCredentials, SshError, SshSession, SshTarget
+from agent_update.remote.ssh import (
+    HostKeyError,
+    SshAuthError,
+    SshCredentials,
+    SshError,
+    SshSession,
+    SshTarget,
+)
 from agent_update.rollout import rules
 from agent_update.rollout.commands import PlanOutcome
 from agent_update.rollout.errors import AgentUpdateError
 from agent_update.rollout.model import EngineSettings, Server, Update
 from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs, Programs
+from agent_update.rollout.running import RunningObs
 
 STATUS_TIMEOUT = 30.0  # seconds for `supervisorctl status`
 CLIENT_MARGIN = 5.0  # seconds the client waits past the server-side limit and kill grace
@@ -105,9 +114,12 @@ class ServerLink:
                 # "a password is required", a missing supervisorctl …
                 command = self.connector.settings.status_command.strip()
                 return PrecheckObs(error=f"no agent program found by `{command}`: {_tail(output)}")
-            commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
         except Exception as exc:
             return PrecheckObs(error=_caught(self.server, "precheck", exc))
+        try:
+            commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
+        except Exception as exc:  # a down agent: a repair goes on, others fail (machine.py)
+            return PrecheckObs(programs=programs, agent_error=_caught(self.server, "precheck", exc))
         return PrecheckObs(programs=programs, commit=commit)
 
     def build_command(self, commit: str, timeout: float) -> str:
@@ -121,6 +133,8 @@ class ServerLink:
             restart_rq=self.update.restart_rq,
             restart_redis=self.update.restart_redis,
             template=self.connector.settings.update_command_template or None,
+            repair=self.update.repair,
+            status_command=self.connector.settings.status_command,
         )
         return guard.guarded(
             body,
@@ -225,7 +239,13 @@ class SshConnector:
         return ServerLink(self, server, update)
 
     def plan_probe(self, server: Server) -> PlanOutcome:
-        """SSH reachable with a known host key, the agent's commit, and whether it runs."""
+        """SSH reachable with a known host key, the agent's commit, and whether it runs.
+
+        An agent that is down, crash-looping or not answering over HTTP, and a
+        server SSH cannot reach, give an unknown commit with the reason: Build
+        Plan goes on, the row's precheck judges at its turn (a repair may fix
+        it). A wrong host key, SSH key or agent password stays an error.
+        """
         try:
             server = rules.validate_server(server)  # a value saved behind the rules' back
         except AgentUpdateError as exc:
@@ -237,10 +257,24 @@ class SshConnector:
             )
             with self.ssh_session(server) as ssh:
                 seen = runtime.parse(ssh.run(look, STATUS_TIMEOUT).output)
-        except Exception as exc:
+        except (HostKeyError, SshAuthError) as exc:
             return PlanOutcome(error=f"ssh: {_caught(server, 'plan', exc)}")
+        except Exception as exc:
+            return PlanOutcome(unknown=f"ssh: {_caught(server, 'plan', exc)}")
         try:
             info = self.agent.version(self.endpoint(server), self.settings.probe_timeout)
-        except Exception as exc:
+        except AgentAuthError as exc:
             return PlanOutcome(error=f"agent: {_caught(server, 'plan', exc)}")
+        except Exception as exc:
+            down = _not_running(seen)
+            why = f"agent: {_caught(server, 'plan', exc)}" + (f" ({down})" if down else "")
+            return PlanOutcome(unknown=why, running=seen)
+        if not info.commit:
+            return PlanOutcome(unknown="agent reported no commit", running=seen)
         return PlanOutcome(commit=info.commit, running=seen)
+
+
+def _not_running(seen: RunningObs) -> str:
+    """The agent programs that are not RUNNING, e.g. "agent:web is BACKOFF"."""
+    down = [f"{name} is {state}" for name, (state, _) in sorted(seen.programs.items())]
+    return ", ".join(d for d in down if not d.endswith(" is RUNNING"))

@@ -23,6 +23,7 @@ from string import Template
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.refs import validate_agent_dir, validate_commit, validate_repo_url
 
+AGENT_GROUP = "agent"  # supervisor group of the agent's programs
 PLACEHOLDERS = frozenset(
     {"agent_dir", "repo_url", "commit", "restart_web", "restart_rq", "restart_redis"}
 )
@@ -93,11 +94,14 @@ def render_update_command(
     restart_rq: bool,
     restart_redis: bool,
     template: str | None = None,
+    repair: bool = False,
+    status_command: str = DEFAULT_STATUS_COMMAND,
 ) -> str:
     """The command that installs ``commit`` on one server, ready for ``sh -c``.
 
     Every value is validated with refs.py and then shlex-quoted, so even a
-    custom template cannot be fed shell syntax through a value.
+    custom template cannot be fed shell syntax through a value. A repair
+    appends ``repair_restart`` (whatever the template).
     """
     text = DEFAULT_UPDATE_TEMPLATE if template is None else template
     template_placeholders(text)
@@ -109,7 +113,38 @@ def render_update_command(
         "restart_rq": _flag(restart_rq, "restart_rq"),
         "restart_redis": _flag(restart_redis, "restart_redis"),
     }
-    return Template(text).substitute({k: shlex.quote(v) for k, v in values.items()})
+    body = Template(text).substitute({k: shlex.quote(v) for k, v in values.items()})
+    return body + repair_restart(status_command) if repair else body
+
+
+def supervisorctl_of(status_command: str) -> list[str]:
+    """The supervisorctl argv of the status command: ``sudo -n supervisorctl status`` -> …ctl."""
+    render_status_command(status_command)  # one non-empty line
+    try:
+        words = shlex.split(status_command)
+    except ValueError as exc:
+        raise ValidationError("status_command", f"cannot be split into words: {exc}") from exc
+    if words[-1:] != ["status"] or not any(w.endswith("supervisorctl") for w in words[:-1]):
+        raise ValidationError(
+            "status_command",
+            f"{status_command.strip()!r}: a repair restarts the programs with this command's "
+            "supervisorctl, so it must read `<…> supervisorctl [options] status`",
+        )
+    return words[:-1]
+
+
+def repair_restart(status_command: str) -> str:
+    """The lines a repair adds after the update: restart every agent program.
+
+    The agent's ``update`` restarts nothing while a program is down, and stops
+    web only when it is RUNNING: a crash-looping program caught STARTING or in
+    BACKOFF, or one spawned from the broken code before the checkout moved,
+    would go on running (or respawning from) it. ``restart`` stops programs
+    in any live state and starts every program of the group, down ones too.
+    """
+    ctl = shlex.join(supervisorctl_of(status_command))
+    group = shlex.quote(f"{AGENT_GROUP}:")
+    return f"\n# repair: every agent program starts afresh on the new code\n{ctl} restart {group}\n"
 
 
 def render_status_command(status_command: str = DEFAULT_STATUS_COMMAND) -> str:

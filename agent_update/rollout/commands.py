@@ -72,6 +72,9 @@ class PlanOutcome:
     error: str = ""
     opted_out: bool = False
     running: RunningObs | None = None  # program start times; None: not observed
+    # Reached, but its commit could not be read (agent down, crash-looping, not
+    # answering over HTTP; or SSH unreachable): planned anyway, the precheck judges.
+    unknown: str = ""
 
 
 def begin_planning(update: Update, owner: str, now: float, ttl: float) -> Update:
@@ -98,6 +101,20 @@ def apply_plan(
         base = fresh(row)
         if out.opted_out:
             planned.append(base.copy(status=RowStatus.SKIPPED, reason="opted out of agent updates"))
+        elif out.unknown and not out.error:
+            # A broken agent is what a repair is for: never hold the plan up for it.
+            reason = f"current commit unknown: {out.unknown}"
+            planned.append(
+                base.copy(
+                    status=RowStatus.PENDING,
+                    current_commit="",
+                    reported_commit="",
+                    rollback_commit=update.rollback_commit if update.rollback_to_specific else "",
+                    agent_status=AgentStatus.INACTIVE,
+                    reason=reason,
+                    log=f"plan: {reason}",
+                )
+            )
         elif out.error or not out.commit:
             reason = out.error or "agent reported no commit"
             planned.append(base.copy(status=RowStatus.DRAFT, reason=reason))

@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from agent_update.rollout import verdicts
+from agent_update.rollout import repair, verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -141,11 +141,13 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     row = row.copy(started_at=now)
     if obs.opted_out:
         return _end(row, RowStatus.SKIPPED, now, "opted out of agent updates")
-    if obs.error:
-        return _end(row, RowStatus.FAILURE, now, f"precheck failed: {obs.error}")
+    if obs.error or (obs.agent_error and not update.repair):
+        return _end(row, RowStatus.FAILURE, now, f"precheck failed: {obs.error or obs.agent_error}")
     down = not_running(obs.programs)
     if not obs.programs:
         return _end(row, RowStatus.FAILURE, now, "precheck: no agent program found")
+    if update.repair:
+        return repair.precheck(row, obs)
     if down:
         # The agent restarts nothing when a program is down: fail before changing anything.
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
@@ -294,7 +296,7 @@ def fail(
     """
     if rolling_back(row):
         return _end(row, RowStatus.FATAL, now, f"rollback failed: {reason} (after: {row.reason})")
-    if update.auto_rollback and row.rollback_commit:
+    if update.auto_rollback and row.rollback_commit and not repair.keeps_failed(update):
         pids = row.pids_before
         if programs:
             pids = json.dumps({name: pid for name, (_, pid) in programs.items()}, sort_keys=True)
@@ -316,7 +318,9 @@ def fail(
 
 
 def restart_set(update: Update, programs: Programs | dict) -> list[str]:
-    """The agent programs the command is meant to restart."""
+    """The agent programs the command is meant to restart (a repair restarts them all)."""
+    if update.repair:
+        return sorted(programs)
     chosen = []
     for name in sorted(programs):
         short = name.removeprefix("agent:")

@@ -165,6 +165,9 @@ class Update:
     rollback_to_specific: bool = False
     rollback_commit: str = ""
     stop_after_single_rollback: bool = False
+    # Repair: the precheck accepts programs that are down or crash-looping and
+    # the command restarts every agent program; verification is the usual one.
+    repair: bool = False
     # Test mode
     test_mode: bool = False
     test_mode_count: int = 1

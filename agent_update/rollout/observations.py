@@ -19,6 +19,7 @@ class PrecheckObs:
     error: str = ""
     programs: Programs = field(default_factory=dict)
     commit: str | None = None
+    agent_error: str = ""  # /version did not answer: fatal, except to a repair
 
 
 @dataclass(frozen=True)

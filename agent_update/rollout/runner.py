@@ -16,7 +16,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from agent_update.rollout import machine, server_leases, steplog
+from agent_update.rollout import machine, machines, server_leases, steplog
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.links import (
     Connector,
@@ -60,8 +60,11 @@ class Runner:
         listener: Listener | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
+        resolve: machines.Resolve = machines.literal,
     ) -> None:
         self.store = store
+        # Server leases are per machine: two registry names of one machine share one.
+        self.machines = machines.MachineIndex(store.list_servers, resolve)
         self.connector = connector
         self.settings = settings or EngineSettings()
         self.launcher = launcher or ThreadLauncher(self)
@@ -113,6 +116,7 @@ class Runner:
         owner = owner or new_owner()
         ttl = self.settings.lease_ttl
         claimed: list[int] = []
+        self.machines.warm()  # any lookup of host addresses before the lock, not under it
         with self.store.locked(name):
             update = self.store.get_update(name)
             tally = self.store.tally(name, update.lanes)
@@ -141,7 +145,7 @@ class Runner:
                 row = by_idx[idx]
                 if not self.store.claim_row(name, idx, owner, now, ttl):
                     continue
-                other = self.store.claim_server(row.server, name, idx, now, ttl)
+                other = self.store.claim_server(self._key(row.server), name, idx, now, ttl)
                 if other:  # taken by another update since we looked: wait for it
                     self.store.release_row(name, idx, owner)
                     busy[row.server] = other
@@ -154,7 +158,7 @@ class Runner:
             for idx in decision.rollback:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     row = self.store.get_row(name, idx)  # whole: its log is kept
-                    other = self.store.claim_server(row.server, name, idx, now, ttl)
+                    other = self.store.claim_server(self._key(row.server), name, idx, now, ttl)
                     if other:  # the abort's rollback waits for the other update
                         self.store.release_row(name, idx, owner)
                         continue
@@ -174,8 +178,15 @@ class Runner:
         return claimed
 
     def _busy(self, name: str, now: float) -> dict[str, str]:
-        """Servers held by another update's row (few: those in flight elsewhere)."""
-        return {s: other for s, (other, _) in self.store.foreign_leases(name, now).items()}
+        """Servers held by another update's row (few: those in flight elsewhere), by every name."""
+        busy = {}
+        for key, (other, _) in self.store.foreign_leases(name, now).items():
+            busy.update(dict.fromkeys(self.machines.aliases(key), other))
+        return busy
+
+    def _key(self, server: str) -> str:
+        """The name the server lease of ``server``'s machine is held under."""
+        return self.machines.key(server)
 
     def _note_waiting(self, name: str, busy: dict[str, str]) -> None:
         """Say on each waiting row which update holds its server (only when it changes)."""
@@ -186,10 +197,11 @@ class Runner:
 
     def _server_freed(self, name: str, server: str) -> None:
         """Tell the rollouts waiting for ``server`` (their notes cleared, then kicked)."""
-        for other in self.store.waiting_for(server):
+        names = self.machines.aliases(server)
+        for other in sorted({u for alias in names for u in self.store.waiting_for(alias)}):
             if other == name:
                 continue
-            for row in self.store.pending_on(other, [server]):
+            for row in self.store.pending_on(other, names):
                 if row.reason.startswith("waiting: "):
                     self._note(other, row.copy(reason=""))
             self.kick(other)  # notes again what is still busy (e.g. in a third update)
@@ -203,7 +215,7 @@ class Runner:
             log.warning("%s #%d: lease lost before its precheck: %s", name, idx, lost)
             return self.store.get_row(name, idx)
         if held is not None:  # untouched: its server is free for other updates at once
-            self.store.release_server(held.server, name, idx)
+            self.store.release_server(self._key(held.server), name, idx)
             self.store.release_row(name, idx, owner)
             self.kick(name)
             return self.store.get_row(name, idx)
@@ -213,13 +225,14 @@ class Runner:
         link: ServerLink = (
             MissingServer(row.server) if server is None else self.connector.open(server, update)
         )
-        beat = Heartbeat(self, name, idx, owner, row.server)
+        key = self._key(row.server)
+        beat = Heartbeat(self, name, idx, owner, key)
         signalled = False
         with self._held_lock:
             self._held[(name, idx)] = owner
         try:
             beat.start()
-            held = self._hold_server(update, row, owner, beat)
+            held = self._hold_server(update, row, owner, beat, key)
             if held is None:
                 return self.store.get_row(name, idx)
             row, beat.holds_server = held, True
@@ -243,7 +256,7 @@ class Runner:
             beat.stop()
             link.close()
             if not machine.is_active(row):  # ended: the server is free for others
-                self.store.release_server(row.server, name, idx)
+                self.store.release_server(key, name, idx)
             self.store.release_row(name, idx, owner)
             with self._held_lock:
                 self._held.pop((name, idx), None)
@@ -264,7 +277,9 @@ class Runner:
             self._notify(name, held, None)
         return held
 
-    def _hold_server(self, update: Update, row: Row, owner: str, beat: Heartbeat) -> Row | None:
+    def _hold_server(
+        self, update: Update, row: Row, owner: str, beat: Heartbeat, key: str
+    ) -> Row | None:
         """Hold the row's server lease before touching the server; None: leave the row.
 
         Normally taken when the row was claimed. Lost only when this row's
@@ -274,9 +289,9 @@ class Runner:
         period past the other row's worst case, then leaves it to the watchdog.
         """
         name, now = update.name, self.clock()
-        if self.store.server_holders([row.server], now).get(row.server) == (name, row.idx):
+        if self.store.server_holders([key], now).get(key) == (name, row.idx):
             return row  # taken when the row was claimed: no write needed
-        other = self.store.claim_server(row.server, name, row.idx, now, beat.ttl)
+        other = self.store.claim_server(key, name, row.idx, now, beat.ttl)
         if not other:
             return row
         if row.status is RowStatus.PENDING:
@@ -289,7 +304,7 @@ class Runner:
         while self.clock() < limit:
             beat.check()
             self.sleep(max(self.settings.poll_interval, 1.0))
-            if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
+            if not self.store.claim_server(key, name, row.idx, self.clock(), beat.ttl):
                 return noted
         log.warning(
             "%s #%d %s: still busy in %s; left to the watchdog", name, row.idx, row.server, other
@@ -365,25 +380,7 @@ class Runner:
 
     # -------------------------------------------------------------- in-process
     def drive(self, name: str, timeout: float | None = None) -> Update:
-        """Run an update in this process until nothing more happens now.
+        """Run an update in this process until nothing more happens now (rollout.drive)."""
+        from agent_update.rollout.drive import drive
 
-        While it is Running with rows left (waiting for a server busy in
-        another update, or run by another runner), keep looking and kicking.
-        """
-        launcher = self.launcher
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            self.kick(name)
-            if isinstance(launcher, ThreadLauncher):
-                launcher.wait(deadline)
-            update = self.store.get_update(name)
-            if update.status is not UpdateStatus.RUNNING or not isinstance(
-                launcher, ThreadLauncher
-            ):
-                return update
-            rows = self.store.get_rows(name, ("idx", "server", "status"))
-            if not any(r.status is RowStatus.PENDING or r.status.in_flight for r in rows):
-                return update
-            if deadline is not None and time.monotonic() >= deadline:
-                raise TimeoutError("the rollout did not settle in time")
-            time.sleep(max(self.settings.poll_interval, 0.2))
+        return drive(self, name, timeout)

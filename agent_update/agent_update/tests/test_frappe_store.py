@@ -31,7 +31,9 @@ class TestFrappeStore(FleetCase):
         server_type = f"{self.SERVER_TYPE} x{count}"
         host = self.fleet.hosts[0]
         for i in range(count):
-            fake = FleetHost(**{**host.__dict__, "name": f"fake{i}"})
+            # Its own agent directory: one machine per entry (one machine, one server).
+            agent_dir = f"{host.agent_dir}-{count}-{i}"
+            fake = FleetHost(**{**host.__dict__, "name": f"fake{i}", "agent_dir": agent_dir})
             self.register(f"{server_type} {i:03d}", fake, server_type=server_type)
         return self.new_update(
             commit=self.fleet.commits.good, server_types=[{"server_type": server_type}]

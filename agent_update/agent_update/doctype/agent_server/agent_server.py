@@ -7,8 +7,10 @@ from frappe import _
 from frappe.model.document import Document
 
 from agent_update.frappe_codec import server_from
-from agent_update.rollout import rules
+from agent_update.remote.resolve import addresses
+from agent_update.rollout import machines, rules
 from agent_update.rollout.errors import ValidationError
+from agent_update.rollout.model import Server
 
 
 class AgentServer(Document):
@@ -25,8 +27,32 @@ class AgentServer(Document):
             )
         except ValidationError as exc:
             frappe.throw(_("{0}: {1}").format(_(self.meta.get_label(exc.field)), exc.message))
+        self._refuse_a_second_entry(server)
         self.host = server.host
         self.ssh_user = server.ssh_user
         self.agent_user = server.agent_user
         self.agent_dir = server.agent_dir
         self.agent_url = server.agent_url
+
+    def _refuse_a_second_entry(self, server: Server) -> None:
+        """One machine, one registry entry: same resolved address, SSH port and agent directory.
+
+        Two entries for one machine would let two rollouts run on it at once
+        (the server lease is keyed by the machine too, for entries saved before).
+        """
+        columns = ["name", "host", "ssh_port", "agent_dir", "status"]
+        others = [
+            server_from(r)
+            for r in frappe.get_all(
+                "Agent Server", fields=columns, filters={"name": ["!=", server.name]}
+            )
+        ]
+        found = machines.duplicate_of(server, others, addresses)
+        if found is not None:
+            other, where = found
+            frappe.throw(
+                _("{0}: {1}").format(
+                    _(self.meta.get_label("host")), machines.duplicate_message(server, other, where)
+                ),
+                title=_("Duplicate server"),
+            )
