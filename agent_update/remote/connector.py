@@ -97,8 +97,12 @@ class ServerLink:
         return PrecheckObs(programs=programs, commit=commit)
 
     def build_command(self, commit: str, timeout: float) -> str:
-        """The guarded update command for this server; ValidationError names a bad field."""
+        """The guarded update command for this server; ValidationError names a bad field.
+
+        Any commit other than the update's own is a rollback's target.
+        """
         server = rules.validate_server(self.server)
+        field = "commit" if commit == self.update.commit else "rollback_commit"
         body = script.render_update_command(
             agent_dir=server.agent_dir,
             repo_url=self.update.repo,
@@ -107,6 +111,7 @@ class ServerLink:
             restart_rq=self.update.restart_rq,
             restart_redis=self.update.restart_redis,
             template=self.connector.settings.update_command_template or None,
+            commit_field=field,
         )
         return guard.guarded(
             body,

@@ -93,18 +93,20 @@ def render_update_command(
     restart_rq: bool,
     restart_redis: bool,
     template: str | None = None,
+    commit_field: str = "commit",
 ) -> str:
     """The command that installs ``commit`` on one server, ready for ``sh -c``.
 
     Every value is validated with refs.py and then shlex-quoted, so even a
-    custom template cannot be fed shell syntax through a value.
+    custom template cannot be fed shell syntax through a value. A bad commit
+    is reported under ``commit_field``: a rollback names ``rollback_commit``.
     """
     text = DEFAULT_UPDATE_TEMPLATE if template is None else template
     template_placeholders(text)
     values = {
         "agent_dir": validate_agent_dir(agent_dir),
         "repo_url": validate_repo_url(repo_url),
-        "commit": validate_commit(commit),
+        "commit": validate_commit(commit, commit_field),
         "restart_web": _flag(restart_web, "restart_web"),
         "restart_rq": _flag(restart_rq, "restart_rq"),
         "restart_redis": _flag(restart_redis, "restart_redis"),
