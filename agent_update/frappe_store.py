@@ -353,7 +353,7 @@ class FrappeStore:
                 self.writes += 1
             self._commit()
             self._progress(name)
-        frappe.logger("agent_update").info(f"{name}: {len(rows)} rows planned")
+            frappe.logger("agent_update").info(f"{name}: {len(rows)} rows planned")
 
     def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool:
         """Take (or renew) a row's lease if it is free, expired or already ours."""
