@@ -78,9 +78,10 @@ def _log_row(name: str, row: Row, names: list[str]) -> None:
     """Every step a server goes through, in the app's log (logs/agent_update.log)."""
     if "status" not in names and "step" not in names:
         return
+    step = f" at {row.step.value}" if row.step.value else ""
     reason = f": {row.reason}" if "reason" in names and row.reason else ""
     frappe.logger("agent_update").info(
-        f"{name} row {row.idx} {row.server or '?'}: {row.status.value} at {row.step.value}{reason}"
+        f"{name} row {row.idx} {row.server or '?'}: {row.status.value}{step}{reason}"
     )
 
 

@@ -200,3 +200,15 @@ class TestDesk(FleetCase):
             text = f.read()
         self.assertNotIn('"Partial Success", "Failure"', text)  # no copy of the list in JS
         self.assertIn("statuses", text)
+
+    def test_a_realtime_event_that_fails_is_logged_and_never_stops_the_row(self) -> None:
+        from unittest import mock
+
+        from agent_update.frappe_service import publish
+        from agent_update.rollout.model import Row
+
+        broken = mock.patch.object(frappe, "publish_realtime", side_effect=OSError("redis down"))
+        with broken, self.assertLogs(frappe.logger("agent_update"), "ERROR") as logged:
+            publish("AU-X", Row(idx=3, server="s3"), None)  # returns: the row goes on
+        self.assertIn("AU-X: realtime event for row 3 not sent", logged.output[0])
+        self.assertIn("OSError: redis down", logged.output[0])  # with its traceback

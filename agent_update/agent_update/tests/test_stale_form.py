@@ -153,7 +153,13 @@ class TestStaleForm(FleetCase):
 
         second = self.load(doc.name).servers[1]
         self.assertTrue(second.lease_owner)  # claimed when the first ended
-        service.runner.run_row(doc.name, second.idx, second.lease_owner)
+        with self.assertLogs(frappe.logger("agent_update"), "INFO") as logged:
+            service.runner.run_row(doc.name, second.idx, second.lease_owner)
+        # Every step the server went through is in the app's log.
+        head = f"{doc.name} row 2 {second.server}: "
+        steps = [m.split(head, 1)[1].split(":")[0] for m in logged.output if head in m]
+        for seen_step in ("Running at command", "Running at command_sent", "Success"):
+            self.assertIn(seen_step, steps)
         done = self.load(doc.name)
         self.assertEqual(done.status, "Success", done.halt_reason)
         for row in done.servers:
