@@ -77,6 +77,20 @@ class TestStaleForm(FleetCase):
         )
         self.assertEqual(self.stored_rows(doc.name), kept[doc.name])
 
+        # Planned: a server can be left out, not swapped for another or added.
+        other = kept[names[1]][0]["server"]
+        for change in ("swap", "add"):
+            copy = self.load(doc.name)
+            if change == "swap":
+                copy.servers[0].server = other
+            else:
+                copy.append("servers", {"server": other, "server_type": self.SERVER_TYPE})
+            with self.subTest(change=change), self.assertRaises(frappe.ValidationError) as caught:
+                copy.save()
+            self.assertIn(other, str(caught.exception))
+            frappe.db.rollback()
+        self.assertEqual(self.stored_rows(doc.name), kept[doc.name])
+
         for name in names:
             api.start(name, now=True)
         for name in names:
