@@ -32,7 +32,14 @@ from agent_update.frappe_service import (
     queue_info,
 )
 from agent_update.rollout import commands, rules
-from agent_update.rollout.model import Row, Update
+from agent_update.rollout.model import (
+    ENDED_ROW_STATUSES,
+    FINAL_UPDATE_STATUSES,
+    Row,
+    RowStatus,
+    Update,
+    UpdateStatus,
+)
 from agent_update.rollout.split import split as split_rows
 
 
@@ -279,13 +286,30 @@ def state(name: str) -> dict[str, Any]:
         fields=list(ROW_STATE_FIELDS),
         order_by="idx asc",
     )
-    return {"name": name, **parent, "rows": rows, "queue_warning": queue_warning(name)}
+    return {
+        "name": name,
+        **parent,
+        "final": parent["status"] in FINAL_STATUSES,
+        "rows": rows,
+        "queue_warning": queue_warning(name),
+    }
+
+
+FINAL_STATUSES = tuple(s.value for s in UpdateStatus if s in FINAL_UPDATE_STATUSES)
+
+
+def form_statuses() -> dict[str, list[str]]:
+    """The engine's status lists the form needs (sent in the form's onload, not copied in JS)."""
+    return {
+        "final": list(FINAL_STATUSES),
+        "ended_rows": [s.value for s in RowStatus if s in ENDED_ROW_STATUSES],
+    }
 
 
 def queue_warning(name: str) -> str:
     """Why this update may run slower than its lanes say, or "" (unfinished updates only)."""
     status, lanes = frappe.db.get_value(codec.UPDATE_DOCTYPE, name, ["status", "lanes"])
-    if status in ("Success", "Partial Success", "Failure"):
+    if status in FINAL_STATUSES:
         return ""
     return queue_info().warning(cint(lanes) or 1)
 

@@ -127,6 +127,9 @@ def queue_info() -> QueueInfo:
     try:
         workers = len(get_workers(get_queue(queue)))
     except Exception:  # Redis down: no worker takes anything
+        frappe.logger("agent_update").warning(
+            f"cannot count the workers of queue {queue!r}: taken as 0", exc_info=True
+        )
         workers = 0
     return QueueInfo(queue=queue, configured=queue == APP_QUEUE, workers=workers)
 
@@ -216,22 +219,32 @@ def _call_hooks(hook: str, update: Update, row: Row) -> None:
             frappe.get_attr(path)(update=update, row=row)
             frappe.db.commit()
         except Exception:
+            title = f"{hook}: {path} failed for {row.server} ({update.name})"
+            frappe.logger("agent_update").exception(title)
             frappe.db.rollback()
-            frappe.log_error(title=f"{hook}: {path} failed for {row.server} ({update.name})")
+            frappe.log_error(title=title)
             frappe.db.commit()
 
 
 def publish(name: str, row: Row | None, update: Update | None) -> None:
-    """The runner's listener: push each change to the forms that show it."""
-    if row is not None:
-        frappe.publish_realtime(
-            ROW_EVENT,
-            {"name": name, "row": codec.row_payload(row)},
-            doctype=codec.UPDATE_DOCTYPE,
-            docname=name,
-        )
-    if update is not None:
-        notify_update(name, update.status.value)
+    """The runner's listener: push each change to the forms that show it.
+
+    A form that misses an event catches up by polling, so a failure here is
+    logged and never stops the row that caused it.
+    """
+    try:
+        if row is not None:
+            frappe.publish_realtime(
+                ROW_EVENT,
+                {"name": name, "row": codec.row_payload(row)},
+                doctype=codec.UPDATE_DOCTYPE,
+                docname=name,
+            )
+        if update is not None:
+            notify_update(name, update.status.value)
+    except Exception:
+        what = f"row {row.idx}" if row is not None else "status"
+        frappe.logger("agent_update").exception(f"{name}: realtime event for {what} not sent")
 
 
 def notify_update(name: str, status: str | None = None) -> None:

@@ -5,6 +5,14 @@ Every write names the fields that changed and touches one row of one table
 (``tabAgent Update Server`` WHERE parent AND idx), never ``doc.save()`` of the
 whole document, so a transition costs O(1) whatever the number of rows.
 
+Stale forms: every write to the update's own row also sets its ``modified``
+(in the same UPDATE), and so does the progress refresh that follows a row's
+end and every replacement of the rows (Build Plan, Split). A form opened
+before such a change is then refused by Frappe's check of ``modified``
+("reload") instead of writing its old copy back. Row steps in between do not
+bump it (that would double the writes per step); the controller keeps the
+stored engine fields and rows for those saves (agent_update.py).
+
 Transactions: a write outside ``locked()`` commits at once, so other workers
 and the desk see it (leases above all) and no row lock is held across the
 seconds a command runs. ``locked(name)`` takes SELECT … FOR UPDATE on the
@@ -22,6 +30,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import frappe
+from frappe.utils import now as frappe_now
 from frappe.utils.password import get_decrypted_password
 
 from agent_update import frappe_codec as codec
@@ -58,6 +67,22 @@ def _known(names: Iterable[str], known: Iterable[str]) -> None:
     unknown = set(names) - set(known)
     if unknown:
         raise ValueError(f"unknown fields: {sorted(unknown)}")
+
+
+def _stamp() -> str:
+    """A new ``modified`` for the update: forms opened before it must reload."""
+    return frappe_now()
+
+
+def _log_row(name: str, row: Row, names: list[str]) -> None:
+    """Every step a server goes through, in the app's log (logs/agent_update.log)."""
+    if "status" not in names and "step" not in names:
+        return
+    step = f" at {row.step.value}" if row.step.value else ""
+    reason = f": {row.reason}" if "reason" in names and row.reason else ""
+    frappe.logger("agent_update").info(
+        f"{name} row {row.idx} {row.server or '?'}: {row.status.value}{step}{reason}"
+    )
 
 
 def _has_context() -> bool:
@@ -154,15 +179,17 @@ class FrappeStore:
         names = list(dict.fromkeys(changed))
         _known(names, {*codec.UPDATE_COLUMNS, "server_types"})
         with self._context():
+            if not names:
+                self._commit()
+                return
             if "server_types" in names:
                 names.remove("server_types")
                 self._replace_types(update)
-            if names:
-                values = codec.update_values(update, names)
-                sets = ", ".join(f"{_q(c)}=%s" for c in values)
-                sql = f"UPDATE {UPDATE_TABLE} SET {sets} WHERE name=%s"
-                if not self._write(sql, [*values.values(), update.name]):
-                    self._must_exist(update.name)
+            values = {**codec.update_values(update, names), "modified": _stamp()}
+            sets = ", ".join(f"{_q(c)}=%s" for c in values)
+            sql = f"UPDATE {UPDATE_TABLE} SET {sets} WHERE name=%s"
+            if not self._write(sql, [*values.values(), update.name]):
+                self._must_exist(update.name)
             self._commit()
 
     def _replace_types(self, update: Update) -> None:
@@ -288,6 +315,7 @@ class FrappeStore:
                 if owner is not None and holder != owner:
                     raise LeaseLost(f"row {row.idx} of {name} is no longer held by {owner}")
             self._commit()
+            _log_row(name, row, names)
             if "status" in names and not row.status.in_flight:  # the ended count may move
                 self._progress(name)
 
@@ -298,11 +326,14 @@ class FrappeStore:
         return (found[0][0] or "") if found else None
 
     def _progress(self, name: str) -> None:
-        """Share of ended rows, for the list view; after the row's own commit (no lock cycle)."""
+        """Share of ended rows, for the list view; after the row's own commit (no lock cycle).
+
+        Also the update's new ``modified``: a row ended or the rows were replaced.
+        """
         self._write(
             f"UPDATE {UPDATE_TABLE} SET progress=(SELECT COALESCE(100 * SUM(status IN %s) "
-            f"/ COUNT(*), 0) FROM {ROW_TABLE} WHERE {ROW_WHERE}) WHERE name=%s",
-            [ENDED, name, name],
+            f"/ COUNT(*), 0) FROM {ROW_TABLE} WHERE {ROW_WHERE}), modified=%s WHERE name=%s",
+            [ENDED, name, _stamp(), name],
         )
         self._commit()
 
@@ -323,6 +354,7 @@ class FrappeStore:
                 self.writes += 1
             self._commit()
             self._progress(name)
+            frappe.logger("agent_update").info(f"{name}: {len(rows)} rows planned")
 
     def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool:
         """Take (or renew) a row's lease if it is free, expired or already ours."""

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, planner, rules, server_leases, stall
+from agent_update.rollout import commands, planner, refs, rules, server_leases, stall
 from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.machines import Resolve
@@ -108,6 +108,8 @@ class Service:
         """
         if not (update.rollback_to_specific and update.rollback_commit):
             return
+        # A value stored behind the rules' back is named by its own field, not "commit".
+        refs.validate_commit(update.rollback_commit, "rollback_commit")
         if not self.git.commit_exists(update.repo, update.rollback_commit):
             raise ValidationError(
                 "rollback_commit",

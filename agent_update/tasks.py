@@ -30,6 +30,7 @@ def _reported(name: str, action: str) -> Iterator[None]:
     except AgentUpdateError as exc:
         frappe.db.rollback()
         message = f"{action} of {name}: {exc}"
+        frappe.logger("agent_update").warning(message)
         frappe.log_error(title=f"Agent Update: {action} failed", message=message)
         frappe.publish_realtime("msgprint", message, user=frappe.session.user)
         frappe.db.commit()

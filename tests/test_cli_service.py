@@ -66,6 +66,26 @@ def test_a_vanished_rollback_commit_is_refused_at_build_plan_and_start(tmp_path,
     assert service.store.get_update(update.name).status is UpdateStatus.PENDING
 
 
+def test_a_bad_rollback_commit_stored_behind_the_rules_is_named_rollback_commit(tmp_path, upstream):
+    repo, side = upstream
+    service = service_for(tmp_path, repo)
+    update = service.create(Update(rollback_to_specific=True, rollback_commit=side))
+    service.store.save_update(update.copy(rollback_commit="abc123"), ["rollback_commit"])
+    with pytest.raises(ValidationError) as planned:
+        service.build_plan(update.name)
+    assert planned.value.field == "rollback_commit"
+    assert str(planned.value).startswith("rollback_commit: 'abc123' is not a full commit id")
+
+    pending = update.copy(status=UpdateStatus.PENDING, rollback_commit="abc123")
+    service.store.save_update(pending, ["status"])
+    service.store.replace_rows(update.name, [Row(idx=1, server="s1", status=RowStatus.PENDING)])
+    for start in (service.start, service.start_if_ready):
+        with pytest.raises(ValidationError) as started:
+            start(update.name)
+        assert str(started.value).startswith("rollback_commit: 'abc123'"), started.value
+    assert service.store.get_update(update.name).status is UpdateStatus.PENDING
+
+
 def test_start_if_ready_follows_what_another_runner_started(tmp_path, upstream):
     repo, _ = upstream
     service = service_for(tmp_path, repo)

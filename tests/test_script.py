@@ -204,3 +204,28 @@ def test_parse_status() -> None:
     assert states["other"].state == "FATAL"
     assert "other" not in agent_programs(states)
     assert agent_programs(states)["agent:redis"].pid == 101
+
+
+def test_a_bad_rollback_commit_names_rollback_commit() -> None:
+    """A rollback's target is not the update's commit: its error names its own field."""
+    with pytest.raises(ValidationError) as info:
+        render_update_command(**{**ARGS, "commit": "abc123"}, commit_field="rollback_commit")
+    assert info.value.field == "rollback_commit"
+    assert str(info.value).startswith("rollback_commit: 'abc123' is not a full commit id")
+
+
+def test_the_link_names_the_field_of_the_commit_it_could_not_use() -> None:
+    """Through the SSH link (no connection made: the command is refused before)."""
+    from agent_update.remote.connector import SshConnector
+    from agent_update.rollout.model import EngineSettings, Server, Update
+
+    update = Update(name="U1", repo=ARGS["repo_url"], branch="master", commit=SHA)
+    server = Server(name="s1", host="127.0.0.1", agent_url="http://127.0.0.1:25052")
+    link = SshConnector(EngineSettings()).open(server, update)
+    rollback = link.run_command("abc123", 60)
+    assert rollback.not_started and rollback.exit_code is None
+    assert "rollback_commit: 'abc123' is not a full commit id" in rollback.error
+    update = Update(name="U2", repo=ARGS["repo_url"], branch="master", commit="abc123")
+    forward = SshConnector(EngineSettings()).open(server, update).run_command("abc123", 60)
+    assert "commit: 'abc123' is not a full commit id" in forward.error
+    assert "rollback_commit" not in forward.error

@@ -123,8 +123,12 @@ class ServerLink:
         return PrecheckObs(programs=programs, commit=commit)
 
     def build_command(self, commit: str, timeout: float) -> str:
-        """The guarded update command for this server; ValidationError names a bad field."""
+        """The guarded update command for this server; ValidationError names a bad field.
+
+        Any commit other than the update's own is a rollback's target.
+        """
         server = rules.validate_server(self.server)
+        field = "commit" if commit == self.update.commit else "rollback_commit"
         body = script.render_update_command(
             agent_dir=server.agent_dir,
             repo_url=self.update.repo,
@@ -135,6 +139,7 @@ class ServerLink:
             template=self.connector.settings.update_command_template or None,
             repair=self.update.repair,
             status_command=self.connector.settings.status_command,
+            commit_field=field,
         )
         return guard.guarded(
             body,

@@ -96,19 +96,21 @@ def render_update_command(
     template: str | None = None,
     repair: bool = False,
     status_command: str = DEFAULT_STATUS_COMMAND,
+    commit_field: str = "commit",
 ) -> str:
     """The command that installs ``commit`` on one server, ready for ``sh -c``.
 
     Every value is validated with refs.py and then shlex-quoted, so even a
     custom template cannot be fed shell syntax through a value. A repair
-    appends ``repair_restart`` (whatever the template).
+    appends ``repair_restart`` (whatever the template). A bad commit is
+    reported under ``commit_field``: a rollback names ``rollback_commit``.
     """
     text = DEFAULT_UPDATE_TEMPLATE if template is None else template
     template_placeholders(text)
     values = {
         "agent_dir": validate_agent_dir(agent_dir),
         "repo_url": validate_repo_url(repo_url),
-        "commit": validate_commit(commit),
+        "commit": validate_commit(commit, commit_field),
         "restart_web": _flag(restart_web, "restart_web"),
         "restart_rq": _flag(restart_rq, "restart_rq"),
         "restart_redis": _flag(restart_redis, "restart_redis"),

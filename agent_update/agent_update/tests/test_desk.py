@@ -170,3 +170,45 @@ class TestDesk(FleetCase):
             self.assertGreaterEqual(shown[wide], 2, wide)  # "Rolled Back", "Previous Commit"
         self.assertIn("Draft", meta.get_field("server").read_only_depends_on)
         self.assertTrue(frappe.get_meta(codec.UPDATE_DOCTYPE).get_field("split_from").in_list_view)
+
+    def test_an_aborted_update_is_final_for_the_api_and_the_form(self) -> None:
+        """One list of final statuses, the engine's, for api.py and the form (sent in onload)."""
+        from agent_update.rollout.model import FINAL_UPDATE_STATUSES
+
+        doc = self.new_update(commit=self.fleet.commits.good)
+        api.build_plan(doc.name, now=True)
+        pending = api.state(doc.name)
+        self.assertFalse(pending["final"])
+        self.assertEqual(pending["queue_warning"], queue_info().warning(1))
+        api.abort(doc.name, reason="test", now=True)
+        state = api.state(doc.name)
+        self.assertEqual(state["status"], "Aborted")
+        self.assertTrue(state["final"])  # the form stops polling
+        self.assertEqual(state["queue_warning"], "")  # and drops the queue warning
+        self.assertEqual(api.summary(doc.name)["final"], True)
+
+        form = self.load(doc.name)
+        form.run_method("onload")
+        sent = form.get_onload().statuses
+        self.assertEqual(set(sent["final"]), {s.value for s in FINAL_UPDATE_STATUSES})
+        self.assertIn("Aborted", sent["final"])
+        self.assertEqual(form.get_onload().queue_warning, "")
+        script = frappe.get_app_path(
+            "agent_update", "agent_update", "doctype", "agent_update", "agent_update.js"
+        )
+        with open(script) as f:
+            text = f.read()
+        self.assertNotIn('"Partial Success", "Failure"', text)  # no copy of the list in JS
+        self.assertIn("statuses", text)
+
+    def test_a_realtime_event_that_fails_is_logged_and_never_stops_the_row(self) -> None:
+        from unittest import mock
+
+        from agent_update.frappe_service import publish
+        from agent_update.rollout.model import Row
+
+        broken = mock.patch.object(frappe, "publish_realtime", side_effect=OSError("redis down"))
+        with broken, self.assertLogs(frappe.logger("agent_update"), "ERROR") as logged:
+            publish("AU-X", Row(idx=3, server="s3"), None)  # returns: the row goes on
+        self.assertIn("AU-X: realtime event for row 3 not sent", logged.output[0])
+        self.assertIn("OSError: redis down", logged.output[0])  # with its traceback

@@ -3,14 +3,19 @@
 // of agent_update.api.state keeps the form in step in every unfinished status
 // whether or not the socket is connected (a missed event, no socket.io
 // service), and reloads the form when the stored status moved, so the
-// buttons shown always match it. All work happens server side in
-// agent_update.api; this file only asks for it.
+// buttons shown always match it. While the form is editable it also reloads
+// when the stored update changed under it (Split, Build Plan, another user),
+// or says to reload when it has unsaved edits: the server refuses a stale
+// save. Which statuses are final or ended comes from the engine, in the
+// form's onload (agent_update.api.form_statuses). All work happens server
+// side in agent_update.api; this file only asks for it.
 
 (() => {
 	const EDITABLE = ["Draft", "Pending"];
 	const LIVE = ["Planning", "Running", "Paused"];
-	const FINAL = ["Success", "Partial Success", "Failure"];
-	const ENDED = ["Skipped", "Success", "Failure", "Rolled Back", "Fatal"];
+	// The engine's lists, from the form's onload; kept for the row formatter.
+	const STATUSES = { final: [], ended_rows: [] };
+	const ENDED = STATUSES.ended_rows;
 	const ROW_FIELDS = [
 		"status",
 		"agent_status",
@@ -68,6 +73,7 @@
 		},
 
 		refresh(frm) {
+			agent_update.statuses(frm);
 			agent_update.formatters(frm);
 			agent_update.lock(frm);
 			agent_update.buttons(frm);
@@ -79,6 +85,17 @@
 	});
 
 	const agent_update = {
+		statuses(frm) {
+			const sent = (frm.doc.__onload || {}).statuses;
+			if (!sent) return;
+			STATUSES.final.splice(0, STATUSES.final.length, ...(sent.final || []));
+			ENDED.splice(0, ENDED.length, ...(sent.ended_rows || []));
+		},
+
+		final(frm) {
+			return STATUSES.final.includes(frm.doc.status);
+		},
+
 		call(frm, method, args, done) {
 			return frappe
 				.call({
@@ -98,7 +115,7 @@
 					});
 					if (done) done(out);
 					frm.__agent_update_expect = Date.now(); // poll fast until the status moves
-					if (out.status && out.status !== frm.doc.status) {
+					if ((out.status && out.status !== frm.doc.status) || out.updates) {
 						frm.reload_doc();
 					} else {
 						agent_update.poll(frm, 500);
@@ -356,7 +373,7 @@
 		poll(frm, delay) {
 			// Every unfinished status: reload when the stored status moved, else redraw rows.
 			clearTimeout(frm.__agent_update_timer);
-			if (frm.is_new() || FINAL.includes(frm.doc.status)) return;
+			if (frm.is_new() || agent_update.final(frm)) return;
 			const expecting = Date.now() - (frm.__agent_update_expect || 0) < 60000;
 			const every =
 				delay || (LIVE.includes(frm.doc.status) || expecting ? POLL_FAST : POLL_SLOW);
@@ -383,15 +400,24 @@
 				cint(state.halted) !== cint(frm.doc.halted) ||
 				(state.halt_reason || "") !== (frm.doc.halt_reason || "") ||
 				(state.stuck_at_planning_reason || "") !== (frm.doc.stuck_at_planning_reason || "");
-			if (moved) {
+			// Editable: any stored change (Split, Build Plan, another user) makes this copy stale.
+			const changed =
+				EDITABLE.includes(frm.doc.status) &&
+				state.modified &&
+				state.modified !== frm.doc.modified;
+			if (moved || changed || state.final) {
 				frm.__agent_update_expect = 0;
 				if (frm.is_dirty()) {
-					frappe.show_alert({
-						message: __("This update is now {0}: reload to see it", [__(state.status)]),
-						indicator: "orange",
-					});
+					const message = moved
+						? __("This update is now {0}: reload to see it", [__(state.status)])
+						: __("This update was changed since you opened it: reload it before saving");
+					if (frm.__agent_update_stale !== message) {
+						frm.__agent_update_stale = message;
+						frappe.show_alert({ message, indicator: "orange" }, 15);
+					}
 					return;
 				}
+				frm.__agent_update_stale = "";
 				frm.__agent_update_reloading = true;
 				frm.reload_doc().finally(() => (frm.__agent_update_reloading = false));
 				return;

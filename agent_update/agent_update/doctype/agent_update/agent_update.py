@@ -6,10 +6,19 @@ every rule checked and reported by its label), and an empty servers table is
 filled from the registry (``commands.rows_from_registry``).
 
 Engine-owned fields (statuses, times, leases, logs) are written by the
-runner straight to the database, never through this document. A save from a
-form opened earlier would carry stale copies of them, so on every save they
-are re-read under row locks and kept; and once the update has left Draft and
-Pending, its source, config and servers can no longer change.
+runner straight to the database, never through this document. A form opened
+earlier carries stale copies of them. Two guards keep such a copy from
+writing them back:
+
+- the store sets the update's ``modified`` whenever the engine changes the
+  update itself, ends a row or replaces the rows (Build Plan, Split), so
+  Frappe's own check refuses a form opened before that ("refresh");
+- for what slips past it (row steps do not touch ``modified``), every save
+  re-reads the update under row locks: engine fields are kept as stored, a
+  row the database no longer has (replaced by Split or Build Plan) refuses
+  the save with "reload", in Pending rows may only be removed, and once the
+  update has left Draft and Pending its source, config and servers can no
+  longer change.
 """
 
 from __future__ import annotations
@@ -42,10 +51,11 @@ class Stored:
 
 class AgentUpdate(Document):
     def onload(self) -> None:
-        """The form's warning when the app's queue or its workers cannot carry the lanes."""
-        if not self.is_new():
-            from agent_update.api import queue_warning
+        """The engine's status lists, and the warning when the queue cannot carry the lanes."""
+        from agent_update.api import form_statuses, queue_warning
 
+        self.set_onload("statuses", form_statuses())
+        if not self.is_new():
             self.set_onload("queue_warning", queue_warning(self.name))
 
     def validate(self) -> None:
@@ -54,8 +64,11 @@ class AgentUpdate(Document):
             return
         stored = None if self.is_new() else _read_locked(self.name)
         if stored is not None:
+            _refuse_stale_rows(self, stored)
             if stored.parent["status"] not in EDITABLE:
                 _refuse_changes(self, stored)
+            elif stored.parent["status"] == "Pending":
+                _refuse_planned_row_edits(self, stored)
             _keep_engine_state(self, stored)
         if self.status in EDITABLE:
             self.prepare(stored)
@@ -139,6 +152,46 @@ def _keep_engine_state(doc: AgentUpdate, stored: Stored) -> None:
         row.set(codec.DURATION_COLUMN, source.get(codec.DURATION_COLUMN) if source else 0)
 
 
+def _is_new_row(row: Any) -> bool:
+    return not row.name or bool(row.is_new())
+
+
+def _row_key(row: Any) -> tuple[str, str]:
+    return (row.get("server") or "", row.get("server_type") or "")
+
+
+def _refuse_stale_rows(doc: AgentUpdate, stored: Stored) -> None:
+    """A row the database no longer has: the form predates Split or Build Plan."""
+    gone = [r for r in doc.servers if not _is_new_row(r) and r.name not in stored.rows]
+    if gone:
+        frappe.throw(
+            _(
+                "{0} changed since this form was opened: its servers were replaced "
+                "(Split Update or Build Plan) and {1} of the rows shown no longer exist. "
+                "Reload the form and make your change again."
+            ).format(doc.name, len(gone)),
+            exc=frappe.TimestampMismatchError,
+            title=_("Reload"),
+        )
+
+
+def _refuse_planned_row_edits(doc: AgentUpdate, stored: Stored) -> None:
+    """Pending: a server may be left out of the plan, not added or changed."""
+    added = [r.server for r in doc.servers if _is_new_row(r)]
+    changed = [
+        r.server
+        for r in doc.servers
+        if not _is_new_row(r) and _row_key(r) != _row_key(stored.rows[r.name])
+    ]
+    if added or changed:
+        frappe.throw(
+            _("{0} is planned: a server can be removed, not added or changed ({1}).").format(
+                doc.name, ", ".join(added + changed)
+            ),
+            title=_("Read Only"),
+        )
+
+
 def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:
     """Once started, nothing an operator types may reach the engine's inputs."""
     before = codec.update_from(stored.parent, stored.types)
@@ -146,8 +199,8 @@ def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:
     changed = [n for n in codec.CONFIG_FIELDS if getattr(before, n) != getattr(after, n)]
     if before.server_types != after.server_types:
         changed.append("server_types")
-    servers_before = sorted((n, r.server) for n, r in stored.rows.items())
-    servers_after = sorted((r.name, r.server) for r in doc.servers)
+    servers_before = sorted((n, r.idx, *_row_key(r)) for n, r in stored.rows.items())
+    servers_after = sorted((r.name, r.idx, *_row_key(r)) for r in doc.servers)
     if servers_before != servers_after:
         changed.append("servers")
     if changed:

@@ -218,7 +218,9 @@ class TestAgentUpdate(FleetCase):
         api.build_plan(doc.name, now=True)
         stale = self.load(doc.name)  # opened while Pending
         api.start(doc.name, now=True)
-        stale.save()  # nothing typed: a stale save must not undo the runner's work
+        with self.assertRaises(frappe.TimestampMismatchError):
+            stale.save()  # nothing typed: a stale save must not undo the runner's work
+        frappe.db.rollback()
         kept = self.load(doc.name)
         self.assertEqual((kept.status, kept.servers[0].status), ("Success", "Success"))
         kept.lanes = 3

@@ -55,6 +55,8 @@ class AgentUpdateSettings(Document):
             self.ssh_key_fingerprint = describe_key(key)
         except Exception as exc:  # a damaged key can fail deep in the parser, not only cleanly
             why = exc if isinstance(exc, AgentUpdateError) else _("not a readable private key")
+            # The type only: the message of a key parser may quote the key.
+            frappe.logger("agent_update").warning(f"ssh_private_key refused: {type(exc).__name__}")
             label = _(self.meta.get_label("ssh_private_key"))
             frappe.throw(_("{0}: {1}").format(label, why), title=_("Invalid {0}").format(label))
         self.ssh_private_key = key
