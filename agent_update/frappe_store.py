@@ -28,7 +28,6 @@ from agent_update import frappe_codec as codec
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
-    FINAL_UPDATE_STATUSES,
     IN_FLIGHT_ROW_STATUSES,
     Row,
     RowStatus,
@@ -36,6 +35,7 @@ from agent_update.rollout.model import (
     Step,
     Update,
 )
+from agent_update.rollout.server_leases import QUIET_UPDATES
 from agent_update.rollout.store import NotFound
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
@@ -47,7 +47,6 @@ ROW_WHERE = "parent=%s AND parenttype='Agent Update' AND parentfield='servers'"
 UNFINISHED = ("Planning", "Running", "Paused")
 ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
 IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
-FINAL = tuple(s.value for s in FINAL_UPDATE_STATUSES)
 
 
 def _q(column: str) -> str:
@@ -464,6 +463,6 @@ class FrappeStore:
                 f"AND o.parent<>%s AND o.server IN (SELECT server FROM {ROW_TABLE} "
                 f"WHERE {ROW_WHERE} AND status NOT IN %s) "
                 "AND o.status NOT IN %s AND u.status NOT IN %s ORDER BY o.parent, o.server",
-                [name, name, ENDED, ENDED, FINAL],
+                [name, name, ENDED, ENDED, QUIET_UPDATES],
             )
         return [(r[0], r[1], r[2]) for r in found]

@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, planner, rules, server_leases, stall
+from agent_update.rollout import commands, history, planner, rules, server_leases, stall
 from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
@@ -106,8 +106,11 @@ class Service:
     def create(self, update: Update, rows: list[Row] | None = None) -> Update:
         """Insert a Draft update with its servers filled from the registry."""
         update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
+        rules.validate_deadline(update, self.clock())
         if rows is None:
-            rows = commands.rows_from_registry(update, self.store.list_servers())
+            servers = self.store.list_servers()
+            rules.validate_server_types(update, servers)
+            rows = commands.rows_from_registry(update, servers)
         return self.store.insert_update(update, rows)
 
     def build_plan(self, name: str) -> Update:
@@ -131,6 +134,8 @@ class Service:
         with self.store.locked(name):
             update = self.store.get_update(name)
             rules.validate_update(update, need_commit=True)
+            if update.status is UpdateStatus.PENDING:
+                rules.validate_deadline(update, self.clock())
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
             self._warn_overlap(started)
@@ -157,6 +162,8 @@ class Service:
                 resume and update.status is UpdateStatus.PAUSED
             ):
                 rules.validate_update(update, need_commit=True)
+                if update.status is UpdateStatus.PENDING:
+                    rules.validate_deadline(update, self.clock())
                 started = commands.start(update, self.store.get_rows(name), self.clock())
                 self.store.save_update(started, started.changed_fields(update))
         return self.store.get_update(name)
@@ -214,6 +221,48 @@ class Service:
             for fresh, rows in parts[1:]:
                 names.append(self.store.insert_update(fresh, rows).name)
         return names
+
+    # ------------------------------------------------------- history, undo
+    def delete(self, name: str, *, finished: bool = False) -> None:
+        """Remove a Draft or Pending update, or a finished one when asked; never one in flight.
+
+        A Pending update has touched no server yet; a finished one is history
+        and kept unless ``finished`` says otherwise.
+        """
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            if update.status.is_final and not finished:
+                raise TransitionError(
+                    f"{name} is {update.status.value}: finished updates are kept as history; "
+                    "delete it with --finished"
+                )
+            if not update.status.is_final and update.status not in history.DELETABLE_UNFINISHED:
+                raise TransitionError(
+                    f"{name} is {update.status.value}: only a Draft, Pending or finished update "
+                    "may be deleted (abort it first and let it end)"
+                )
+            if update.status is UpdateStatus.PENDING and self.store.tally(name, 0).started:
+                raise TransitionError(f"{name} has servers that started: abort it first")
+            self.store.delete_update(name)  # type: ignore[attr-defined]
+
+    def undo(self, name: str) -> tuple[list[Update], list[tuple[str, str]]]:
+        """New updates taking every server ``name`` changed back to what it ran before.
+
+        One update per commit to go back to (one, unless the servers ran
+        different commits before), with the original's settings, planned
+        (Build Plan) and left Pending for Start. Returns them and the servers
+        left out with why.
+        """
+        update = self.store.get_update(name)
+        plan = history.undo_plan(update, self.store.get_rows(name))
+        if not plan.groups:
+            why = "; ".join(f"{s}: {w}" for s, w in plan.left_out) or "no server was changed"
+            raise TransitionError(f"nothing to undo in {name} ({why})")
+        made = []
+        for commit, rows in plan.groups.items():
+            created = self.create(history.undo_update(update, commit), rows)
+            made.append(self.build_plan(created.name))
+        return made, plan.left_out
 
     # --------------------------------------------------------------- watchdog
     def tick(self) -> list[str]:

@@ -22,6 +22,7 @@ from agent_update.cli.types import (  # noqa: F401 (re-exported)
     seconds,
     seconds_or_zero,
     server_status,
+    status_filter,
     text,
     whole,
 )
@@ -233,6 +234,21 @@ def build_parser() -> Parser:
     abort.add_argument(
         "--no-progress", action="store_true", help="no live progress even on a terminal"
     )
+    listing = command("list", "list the updates, newest first")
+    listing.add_argument(
+        "--status", action="append", type=status_filter, help="only this status (repeatable)"
+    )
+    listing.add_argument("--limit", type=whole(1), metavar="N", help="at most N updates")
+    listing.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    past = command("history", "every update that named a server: from, to, how it ended")
+    past.add_argument("server", help="the server's name")
+    past.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    delete = command("delete", "delete a Draft, Pending or (with --finished) finished update")
+    delete.add_argument("name", help=UPDATE_NAME)
+    delete.add_argument("--finished", action="store_true", help="also a finished one (history)")
+    undo = command("undo", "take every server a finished update changed back to what it ran before")
+    undo.add_argument("name", help=UPDATE_NAME)
+    undo.add_argument("--json", action="store_true", help="the new updates as JSON")
     command(
         "tick",
         "the watchdog: resume what a dead runner left, then wait for it; "

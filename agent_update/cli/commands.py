@@ -10,14 +10,14 @@ from dataclasses import replace
 from datetime import datetime
 
 from agent_update.cli.args import server_values
-from agent_update.cli.exits import CliError, Exit
+from agent_update.cli.exits import CliError, Exit, rollout_exit
 from agent_update.cli.follow import (
     Abandoned,
     Follower,
     Interrupts,
-    settled,
     wait_for_rows,
 )
+from agent_update.cli.history_commands import HISTORY_HANDLERS
 from agent_update.cli.output import (
     LiveView,
     dump,
@@ -82,9 +82,16 @@ def validate_server(server: Server) -> None:
 
 def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
     store = service.store
-    if store.get_server(args.name) is not None:
+    existing = rules.same_name(store.list_servers(), args.name)
+    if existing is not None:
+        same = (
+            ""
+            if existing.name == args.name
+            else f" (as {existing.name!r}: names match whatever their case and spacing)"
+        )
         raise CliError(
-            f"server {args.name} exists; change it with: agent-update server-set {args.name} …",
+            f"server {existing.name} exists{same}; change it with: "
+            f"agent-update server-set {existing.name} …",
             Exit.REFUSED,
         )
     values = server_values(args)
@@ -92,7 +99,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
         if required not in values:
             raise CliError(f"server-add: --{required.replace('_', '-')} is required")
     password = agent_password(args)
-    server = Server(name=args.name, **values, agent_password=password or "")
+    server = Server(name=rules.normal_name(args.name), **values, agent_password=password or "")
     validate_server(server)
     store.save_server(server)  # type: ignore[attr-defined]
     print(f"server {server.name} added")
@@ -101,7 +108,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
 
 def cmd_server_set(service: Service, args: argparse.Namespace) -> int:
     store = service.store
-    server = store.get_server(args.name)
+    server = rules.same_name(store.list_servers(), args.name)
     if server is None:
         raise CliError(f"no server named {args.name}; add it with server-add", Exit.NOT_FOUND)
     changes = server_values(args)
@@ -201,28 +208,47 @@ def cmd_pause(service: Service, args: argparse.Namespace) -> int:
 
 
 def cmd_status(service: Service, args: argparse.Namespace) -> int:
+    """``--watch`` follows a Pending, Paused or Running update until it ends (or Ctrl-C)."""
     if not args.watch:
         show(service, args.name, args.json)
         return Exit.OK
     view = LiveView(sys.stdout)
     last: tuple = ()
-    while True:
-        update = service.store.get_update(args.name)
-        rows = service.store.get_rows(args.name)
-        lines = update_lines(update, rows)
-        # Off a terminal, print only when something other than a clock moved.
-        state = (update.status, update.halt_reason, [(r.status, r.reason) for r in rows])
-        if view.enabled and not args.json:
-            view.draw(lines)
-        elif state != last and not args.json:
-            print("\n".join(lines), flush=True)
-        last = state
-        if settled(update, rows):
-            break
-        time.sleep(args.interval)
+    interrupts = Interrupts()
+    with interrupts.installed():
+        while True:
+            update = service.store.get_update(args.name)
+            rows = service.store.get_rows(args.name)
+            lines = update_lines(update, rows)
+            lines[1:1] = ramp_lines(service, update, rows)
+            # Off a terminal, print only when something other than a clock moved.
+            state = (
+                update.status,
+                update.halt_reason,
+                update.pause_reason,
+                [(r.status, r.reason) for r in rows],
+            )
+            if view.enabled and not args.json:
+                view.draw(lines)
+            elif state != last and not args.json:
+                print("\n".join(lines), flush=True)
+            last = state
+            if update.status.is_final or update.status is UpdateStatus.DRAFT:
+                break
+            if _sleep_unless_interrupted(interrupts, args.interval):
+                print(f"stopped watching {args.name} (it goes on)", file=sys.stderr)
+                return Exit.INTERRUPTED
     if args.json:
         dump(update_json(update, rows))
-    return Exit.OK
+    return Exit.OK if update.status is UpdateStatus.DRAFT else rollout_exit(update)
+
+
+def _sleep_unless_interrupted(interrupts: Interrupts, seconds: float) -> bool:
+    """Sleep ``seconds`` in short steps; True as soon as Ctrl-C or SIGTERM came."""
+    end = time.monotonic() + seconds
+    while not interrupts.count and time.monotonic() < end:
+        time.sleep(0.1)
+    return bool(interrupts.count)
 
 
 def cmd_split(service: Service, args: argparse.Namespace) -> int:
@@ -275,11 +301,15 @@ def follow_and_report(service: Service, name: str, args: argparse.Namespace) -> 
             file=sys.stderr,
         )
         return Exit.INTERRUPTED
-    if final.status in (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS):
-        return Exit.ENDED_BADLY
     if final.status is UpdateStatus.PAUSED:
-        print(f"paused; go on with: agent-update resume {name}", file=sys.stderr)
-    return Exit.OK
+        why = f" ({final.pause_reason})" if final.pause_reason else ""
+        print(f"paused{why}; go on with: agent-update resume {name}", file=sys.stderr)
+    if args.command == "abort" and final.status is UpdateStatus.ABORTED:
+        return Exit.OK  # what was asked
+    if final.status is UpdateStatus.ABORTED:
+        why = final.abort_reason or final.halt_reason or "aborted"
+        print(f"{name} was aborted: {why}", file=sys.stderr)
+    return rollout_exit(final)
 
 
 def cmd_abort(service: Service, args: argparse.Namespace) -> int:
@@ -320,4 +350,5 @@ HANDLERS = {
     "split": cmd_split,
     "abort": cmd_abort,
     "tick": cmd_tick,
+    **HISTORY_HANDLERS,
 }

@@ -150,10 +150,14 @@ def start(update: Update, rows: list[Row], now: float) -> Update:
     )
 
 
+OPERATOR_PAUSE = "paused by an operator; Resume goes on"
+TEST_MODE_PAUSE = "test mode:"  # how the test-mode pause's reason begins (rollout.decide)
+
+
 def pause(update: Update) -> Update:
     if update.status is not UpdateStatus.RUNNING:
         raise TransitionError(f"Pause needs a Running update, not {update.status.value}")
-    return update.copy(status=UpdateStatus.PAUSED)
+    return update.copy(status=UpdateStatus.PAUSED, pause_reason=OPERATOR_PAUSE)
 
 
 def resume(update: Update) -> Update:

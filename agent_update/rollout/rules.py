@@ -7,6 +7,10 @@ Every error names the field the operator must fix.
 
 from __future__ import annotations
 
+import math
+import time
+from collections.abc import Iterable
+
 from agent_update.rollout import budget, refs, waves
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import EngineSettings, Server, Update
@@ -94,9 +98,64 @@ def validate_update(update: Update, *, need_commit: bool = False) -> None:
     validate_config(update)
 
 
+def validate_deadline(update: Update, now: float) -> None:
+    """A deadline, when set, must lie ahead: past it nothing starts (the run would do nothing)."""
+    if update.deadline_at is not None and update.deadline_at <= now:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(update.deadline_at))
+        raise ValidationError("deadline_at", f"{when} has already passed; set a time in the future")
+
+
+def validate_server_types(update: Update, servers: Iterable[Server]) -> None:
+    """Each server type asked for is one the registry has (a typo selects no server)."""
+    known = sorted({s.server_type for s in servers})
+    for kind in update.server_types:
+        if kind not in known:
+            have = ", ".join(known) if known else "none: the registry is empty"
+            raise ValidationError(
+                "server_types", f"no server of type {kind!r} in the registry (types: {have})"
+            )
+
+
 def _positive(value: float, field: str) -> None:
     if not value or value <= 0:
         raise ValidationError(field, "must be greater than zero")
+
+
+# The engine settings' numbers: finite, and within what a runner can live with
+# (a zero poll interval spins, a 10^12-wide Build Plan opens 10^12 threads).
+SETTING_RANGES: dict[str, tuple[float, float, str]] = {
+    "poll_interval": (0.01, 60.0, "seconds"),
+    "probe_timeout": (0.1, 300.0, "seconds"),
+    "connect_timeout": (0.1, 300.0, "seconds"),
+    "lease_ttl": (1.0, 86400.0, "seconds"),
+    "plan_concurrency": (1, 1024, "servers at once"),
+}
+
+
+def validate_settings(settings: EngineSettings) -> None:
+    """Every number of the engine settings finite and in its range, naming the key."""
+    for key, (low, high, unit) in SETTING_RANGES.items():
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError(key, f"must be a number of {unit}, got {value!r}")
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValidationError(key, f"must be within {low:g} … {high:g} {unit}, got {value!r}")
+
+
+def normal_name(name: str) -> str:
+    """A server name as stored: trimmed, inner runs of spaces made one."""
+    return " ".join(name.split())
+
+
+def name_key(name: str) -> str:
+    """What two names must differ in to be two servers: not case, not spacing."""
+    return normal_name(name).casefold()
+
+
+def same_name(servers: Iterable[Server], name: str) -> Server | None:
+    """The registry entry whose name matches ``name`` but for case and spacing, or None."""
+    key = name_key(name)
+    return next((s for s in servers if name_key(s.name) == key), None)
 
 
 def validate_server(server: Server) -> Server:
@@ -106,7 +165,7 @@ def validate_server(server: Server) -> Server:
     behind the rules' back still never reaches a server. Returns the server
     with its values normalised (trimmed, no trailing slash).
     """
-    name = (server.name or "").strip()
+    name = normal_name(server.name or "")
     if not name:
         raise ValidationError("name", "is required")
     if any(ord(ch) < 32 for ch in name):

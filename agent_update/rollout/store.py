@@ -27,6 +27,7 @@ from agent_update.rollout.sqlite_codec import (
 )
 from agent_update.rollout.sqlite_codec import marks as _marks
 from agent_update.rollout.sqlite_codec import quote as _q
+from agent_update.rollout.sqlite_history import SqliteHistory
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 
@@ -91,7 +92,7 @@ COUNT_TRIGGERS = (
 )
 
 
-class SqliteStore(SqliteServerLeases):
+class SqliteStore(SqliteServerLeases, SqliteHistory):
     """The embedded store: one file in WAL mode, one connection per process.
 
     Threads share the connection under a re-entrant lock (SQLite serialises
