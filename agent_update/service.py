@@ -105,11 +105,12 @@ class Service:
     # ------------------------------------------------------------------ create
     def create(self, update: Update, rows: list[Row] | None = None) -> Update:
         """Insert a Draft update with its servers filled from the registry."""
-        update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
-        rules.validate_deadline(update, self.clock())
+        rules.validate_deadline(update, self.clock())  # before any git work
+        servers = self.store.list_servers() if rows is None else []
         if rows is None:
-            servers = self.store.list_servers()
             rules.validate_server_types(update, servers)
+        update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
+        if rows is None:
             rows = commands.rows_from_registry(update, servers)
         return self.store.insert_update(update, rows)
 
