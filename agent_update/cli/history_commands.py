@@ -13,7 +13,7 @@ from typing import Any
 
 from agent_update.cli.exits import CliError, Exit
 from agent_update.cli.output import dump, update_json
-from agent_update.rollout import history, rules
+from agent_update.rollout import history, rules, words
 from agent_update.rollout.model import UpdateStatus
 from agent_update.service import Service
 
@@ -91,8 +91,9 @@ def cmd_undo(service: Service, args: argparse.Namespace) -> int:
     for update in made:
         count = len(service.store.get_rows(update.name))
         state = "planned" if update in bad else "planned, Pending"
+        servers = words.count(count, "server")
         print(
-            f"{update.name}: {count} servers back to {update.commit[:12]} ({state}); "
+            f"{update.name}: {servers} back to {update.commit[:12]} ({state}); "
             f"next: agent-update run {update.name}",
             file=sys.stderr,
         )

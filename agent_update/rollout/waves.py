@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import Update
 from agent_update.rollout.tally import Tally
+from agent_update.rollout.words import count
 
 MAX_WAVES = 20
 MAX_WAVE_SIZE = 100_000  # servers in one wave: far past any fleet, well inside an int
@@ -142,4 +143,7 @@ def describe(update: Update, to_run: int) -> str:
     if not sizes or update.wave > len(sizes):
         return f"the rest, up to {update.lanes} lanes"
     size = sizes[update.wave - 1].size(to_run)
-    return f"wave {update.wave} of {len(sizes)} ({size} servers, {min(size, update.lanes)} at once)"
+    return (
+        f"wave {update.wave} of {len(sizes)} "
+        f"({count(size, 'server')}, {min(size, update.lanes)} at once)"
+    )
