@@ -3,11 +3,13 @@
 The CLI, the demo, the tests and the Frappe app all call these, so the
 rules live in one place: validate (again) before every step that acts,
 transition with the pure commands, write only what changed, then kick the
-runner so work starts at once.
+runner so work starts at once. Each operator action is logged at INFO
+(logger ``agent_update.service``); the runner logs what follows.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 import time
 from collections.abc import Callable
@@ -20,6 +22,8 @@ from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
 from agent_update.rollout.store import Store
+
+log = logging.getLogger(__name__)
 
 STATUS_FIELDS = ["status", "started_at", "ended_at", "halted", "halt_reason"]
 WAVE_FIELDS = [
@@ -112,13 +116,16 @@ class Service:
         update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
         if rows is None:
             rows = commands.rows_from_registry(update, servers)
-        return self.store.insert_update(update, rows)
+        created = self.store.insert_update(update, rows)
+        log.info("%s: created (%d servers, commit %s)", created.name, len(rows), update.commit[:12])
+        return created
 
     def build_plan(self, name: str) -> Update:
         update = self.store.get_update(name)
         rules.validate_update(update, need_commit=True)  # later edits are re-checked
         self.check_rollback_commit(update)
         planned = planner.build_plan(self.store, self.connector, name, self.settings, self.clock)
+        log.info("%s: plan built: %s", name, planned.status.value)
         return self._warn_overlap(planned)
 
     def _warn_overlap(self, update: Update) -> Update:
@@ -140,6 +147,7 @@ class Service:
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
             self._warn_overlap(started)
+        log.info("%s: started", name)
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -167,12 +175,14 @@ class Service:
                     rules.validate_deadline(update, self.clock())
                 started = commands.start(update, self.store.get_rows(name), self.clock())
                 self.store.save_update(started, started.changed_fields(update))
+                log.info("%s: %s -> %s", name, update.status.value, started.status.value)
         return self.store.get_update(name)
 
     def pause(self, name: str) -> Update:
         with self.store.locked(name):
             update = commands.pause(self.store.get_update(name))
             self.store.save_update(update, ["status"])
+        log.info("%s: paused", name)
         return update
 
     def resume(self, name: str, kick: bool = True) -> Update:
@@ -181,6 +191,7 @@ class Service:
             update = self.store.get_update(name)
             resumed = commands.resume(update)
             self.store.save_update(resumed, resumed.changed_fields(update))
+        log.info("%s: resumed", name)
         if kick:
             self.runner.kick(name)
         return self.store.get_update(name)
@@ -196,6 +207,8 @@ class Service:
             update = self.store.get_update(name)
             aborted = commands.abort(update, self.clock(), rollback=rollback, reason=reason)
             self.store.save_update(aborted, aborted.changed_fields(update))
+        back = " with rollback" if rollback else ""
+        log.info("%s: aborted%s%s", name, back, f": {reason}" if reason else "")
         if kick:
             self.runner.kick(name)
         return self.store.get_update(name)
@@ -209,6 +222,7 @@ class Service:
             for row in changed:
                 self.store.save_row(name, row, row.changed_fields(by_idx[row.idx]))
             self.store.save_update(continued, STATUS_FIELDS + WAVE_FIELDS)
+        log.info("%s: force continue (%d rows reset)", name, len(changed))
         self.runner.kick(name)
         return self.store.get_update(name)
 
@@ -221,6 +235,7 @@ class Service:
             names = [name]
             for fresh, rows in parts[1:]:
                 names.append(self.store.insert_update(fresh, rows).name)
+        log.info("%s: split into %s", name, ", ".join(names))
         return names
 
     # ------------------------------------------------------- history, undo
@@ -245,6 +260,7 @@ class Service:
             if update.status is UpdateStatus.PENDING and self.store.tally(name, 0).started:
                 raise TransitionError(f"{name} has servers that started: abort it first")
             self.store.delete_update(name)  # type: ignore[attr-defined]
+        log.info("%s: deleted (it was %s)", name, update.status.value)
 
     def undo(self, name: str) -> tuple[list[Update], list[tuple[str, str]]]:
         """New updates taking every server ``name`` changed back to what it ran before.
@@ -263,6 +279,7 @@ class Service:
         for commit, rows in plan.groups.items():
             created = self.create(history.undo_update(update, commit), rows)
             made.append(self.build_plan(created.name))
+            log.info("%s: undo of %s, %d servers back to %s", created.name, name, len(rows), commit)
         return made, plan.left_out
 
     # --------------------------------------------------------------- watchdog
@@ -278,6 +295,8 @@ class Service:
                     touched.append(name)
             elif self.runner.kick(name):
                 touched.append(name)
+        if touched:
+            log.info("tick: resumed %s", ", ".join(touched))
         return touched
 
     def stalls(self) -> list[stall.Stall]:
@@ -298,6 +317,7 @@ class Service:
                     self.store.save_update(
                         update.copy(stall_notified_at=now), ["stall_notified_at"]
                     )
+                log.info("stalled: %s", alert.message)
                 found.append(alert)
         return found
 

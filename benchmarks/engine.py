@@ -1,4 +1,4 @@
-"""Engine figures (DESIGN §6) on simulated servers; prints, never asserts.
+"""Engine figures (docs/design.md §12) on simulated servers; prints, never asserts.
 
 * store writes per server: flat from 10 to 1,000 servers (O(1) per transition)
 * Build Plan of 1,000 servers at 50 ms latency each

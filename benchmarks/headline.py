@@ -1,4 +1,4 @@
-"""The seed's own example, scaled down: 500 servers of 2 minutes each, ONE record.
+"""500 servers of 2 minutes each from ONE record, scaled down (docs/design.md §12).
 
 One by one they took 16 h; split by hand into 10 records, 1.6 h. Here one
 update ramps up in waves 1 -> 5 -> 20% and then runs the rest in 20 lanes,
@@ -27,7 +27,7 @@ from agent_update.rollout.model import (
 from agent_update.service import Service
 
 SERVERS = 500
-REAL_UPDATE = 120.0  # seconds: the seed's 2 minutes
+REAL_UPDATE = 120.0  # seconds: the example's 2 minutes
 # 0.2 s as the issue suggests, and 1 s: the engine's own seconds are the same in
 # both, so the closer the longer run gets to the floor, the less they weigh.
 SCALED_UPDATES = (0.2, 1.0)

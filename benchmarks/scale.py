@@ -1,4 +1,4 @@
-"""The engine's own cost per server, 1,000 against 10,000 servers (DESIGN §6).
+"""The engine's own cost per server, 1,000 against 10,000 servers (docs/design.md §12).
 
 Zero-time commands on simulated servers, the SQLite store, 20 lanes: what
 is left is scheduling, leases and stored steps. Each size runs in a child

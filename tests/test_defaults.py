@@ -252,7 +252,7 @@ def test_a_cut_session_leaves_nothing_running(reset, tmp_path, how):
 
 
 def test_the_crashloop_commit_restarts_forever_without_fatal(reset):
-    """As the real gunicorn does with an app that raises at import (DESIGN §8)."""
+    """As the real gunicorn does with an app that raises at import (docs/design.md §9)."""
     fleet, host = reset, reset.hosts[3]
     fleet.set_commit(host, fleet.commits.crashloop, wait=False)
     seen: list[int] = []

@@ -1,6 +1,6 @@
 """The loopback fleet behaves like the real agent where an orchestrator can tell.
 
-Every update here is the default command of DESIGN §3, unmodified, run with
+Every update here is the default command of docs/design.md §3, unmodified, run with
 the OpenSSH client against the host's own sshd.
 """
 

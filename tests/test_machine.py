@@ -1,4 +1,4 @@
-"""The pure decisions: every rule of DESIGN §2, examples and properties."""
+"""The pure decisions: every rule of docs/design.md §2, examples and properties."""
 
 from __future__ import annotations
 

@@ -2,6 +2,12 @@
 
 ``main`` turns every failure into one line on stderr and a documented exit
 code (``exits.Exit``); ``--debug`` shows the traceback of an unexpected one.
+``--log-level`` shows the engine's log on stderr (``logs``).
+
+Modules: args (the parser), commands (one handler per subcommand),
+create_flags, types (typed flags), settings_file, database (the SQLite
+file), follow (waiting, Ctrl-C), output (tables, the live block), exits,
+logs (the engine's log on stderr).
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ import sys
 import traceback
 from pathlib import Path
 
+from agent_update.cli import logs
 from agent_update.cli.args import build_parser, flag_for
 from agent_update.cli.commands import HANDLERS
 from agent_update.cli.database import open_store
@@ -29,8 +36,11 @@ def run(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     args.command = ALIASES.get(args.command, args.command)
+    if args.log_level in ("DEBUG", "INFO") and hasattr(args, "no_progress"):
+        args.no_progress = True  # log lines would tear the live block redrawn in place
     try:
-        return _dispatch(args)
+        with logs.to_stderr(args.log_level):
+            return _dispatch(args)
     except CliError as exc:
         return _fail(exc.message, exc.code)
     except NotFound as exc:

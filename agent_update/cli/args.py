@@ -15,6 +15,7 @@ import sys
 from dataclasses import fields
 from typing import Any, NoReturn, get_type_hints
 
+from agent_update.cli import logs
 from agent_update.cli.create_flags import add_create_parser
 from agent_update.cli.exits import EXIT_HELP, Exit
 from agent_update.cli.types import (  # noqa: F401 (re-exported)
@@ -39,6 +40,7 @@ EPILOG = f"""\
 environment:
   AGENT_UPDATE_DB        default for --db
   AGENT_UPDATE_SETTINGS  default for --settings
+  AGENT_UPDATE_LOG       default for --log-level (WARNING)
 
 {EXIT_HELP}
 
@@ -155,6 +157,14 @@ def build_parser() -> Parser:
         help="JSON file of engine settings (keys in docs/cli.md)",
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failures")
+    parser.add_argument(
+        "--log-level",
+        type=logs.level_name,
+        default=os.environ.get(logs.ENV) or logs.DEFAULT,
+        metavar="LEVEL",
+        help="engine log on stderr: WARNING (default: only trouble inside the tool), "
+        "INFO (every step of every server), DEBUG, ERROR",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     raw = argparse.RawDescriptionHelpFormatter
 

@@ -8,6 +8,7 @@ are typed so a caller can tell "not up yet" (retry) from "wrong password"
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -17,6 +18,8 @@ from urllib.parse import urlsplit
 import requests
 
 from agent_update.rollout.errors import AgentUpdateError, ValidationError
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 5.0
 
@@ -128,7 +131,8 @@ class AgentClient:
         """
         try:
             body = self._get(endpoint, "ping", timeout)
-        except (AgentUnreachable, AgentProtocolError):
+        except (AgentUnreachable, AgentProtocolError) as exc:
+            log.debug("ping: not up: %s", exc)  # polled until healthy or the deadline
             return False
         return body.get("message") == "pong"
 

@@ -3,11 +3,13 @@
 Composes the shells (ssh, agent_client, script, supervisor) into the
 observations the pure machine consumes. One SSH connection per row is kept
 open for its precheck, command and every probe, and reopened if it drops.
+An exception met here becomes an observation (the machine judges it) and is
+logged: at INFO when it is one of ours, at WARNING with its traceback else.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 
 from agent_update.remote import guard, runtime, script, supervisor
 from agent_update.remote.agent_client import (
@@ -26,6 +28,8 @@ from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs,
 STATUS_TIMEOUT = 30.0  # seconds for `supervisorctl status`
 CLIENT_MARGIN = 5.0  # seconds the client waits past the server-side limit and kill grace
 
+log = logging.getLogger(__name__)
+
 
 def _tail(output: str, limit: int = 300) -> str:
     """The last lines of an output, on one line: where a failure says why."""
@@ -43,6 +47,15 @@ def validate_settings(settings: EngineSettings) -> None:
 def _describe(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     return text if isinstance(exc, AgentUpdateError) else f"{type(exc).__name__}: {text}"
+
+
+def _caught(server: Server, what: str, exc: BaseException) -> str:
+    """``exc`` described for an observation, and logged since it is not re-raised."""
+    text = _describe(exc)
+    ours = isinstance(exc, AgentUpdateError)
+    level = logging.INFO if ours else logging.WARNING
+    log.log(level, "%s: %s: %s", server.name, what, text, exc_info=not ours)
+    return text
 
 
 class ServerLink:
@@ -64,7 +77,8 @@ class ServerLink:
     def _run(self, command: str, timeout: float):
         try:
             return self._session().run(command, timeout)
-        except (SshError, OSError, EOFError):
+        except (SshError, OSError, EOFError) as exc:
+            log.info("%s: ssh dropped (%s); reconnecting once", self.server.name, _describe(exc))
             self.close()  # a dropped connection is reopened once
             return self._session().run(command, timeout)
 
@@ -93,7 +107,7 @@ class ServerLink:
                 return PrecheckObs(error=f"no agent program found by `{command}`: {_tail(output)}")
             commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
         except Exception as exc:
-            return PrecheckObs(error=_describe(exc))
+            return PrecheckObs(error=_caught(self.server, "precheck", exc))
         return PrecheckObs(programs=programs, commit=commit)
 
     def build_command(self, commit: str, timeout: float) -> str:
@@ -122,7 +136,7 @@ class ServerLink:
             return CommandObs(
                 exit_code=None,
                 not_started=True,
-                error=f"cannot build the update command: {_describe(exc)}",
+                error=f"cannot build the update command: {_caught(self.server, 'command', exc)}",
             )
         try:
             # The server stops the command at ``timeout`` (guard.py); the client
@@ -130,7 +144,7 @@ class ServerLink:
             # which stops the command there too.
             result = self._run(command, timeout + guard.KILL_GRACE + CLIENT_MARGIN)
         except Exception as exc:
-            return CommandObs(exit_code=None, error=_describe(exc))
+            return CommandObs(exit_code=None, error=_caught(self.server, "command", exc))
         if guard.refused_by_lock(result.exit_code, result.output):
             return CommandObs(
                 exit_code=result.exit_code,
@@ -162,14 +176,14 @@ class ServerLink:
             programs: Programs | None = self.programs()
             ssh_error = ""
         except Exception as exc:
-            programs, ssh_error = None, f"ssh: {_describe(exc)}"
+            programs, ssh_error = None, f"ssh: {_caught(self.server, 'probe', exc)}"
         try:
             endpoint = self.connector.endpoint(self.server)
             if not self.connector.agent.ping(endpoint, timeout):
                 return ProbeObs(pong=False, programs=programs)
             info = self.connector.agent.version(endpoint, timeout)
         except AgentUpdateError as exc:
-            return ProbeObs(pong=False, programs=programs, error=_describe(exc))
+            return ProbeObs(pong=False, programs=programs, error=_caught(self.server, "probe", exc))
         ok, why = services_healthy(info.services)
         return ProbeObs(
             pong=True,
@@ -182,8 +196,10 @@ class ServerLink:
 
     def close(self) -> None:
         if self._ssh is not None:
-            with contextlib.suppress(Exception):
+            try:
                 self._ssh.__exit__(None, None, None)
+            except Exception:  # closing a dead connection: nothing left to do with it
+                log.debug("%s: closing ssh failed", self.server.name, exc_info=True)
             self._ssh = None
 
 
@@ -213,7 +229,7 @@ class SshConnector:
         try:
             server = rules.validate_server(server)  # a value saved behind the rules' back
         except AgentUpdateError as exc:
-            return PlanOutcome(error=f"registry: {exc}")
+            return PlanOutcome(error=f"registry: {_caught(server, 'plan', exc)}")
         try:
             look = guard.as_agent_user(
                 runtime.command(server.agent_dir, self.settings.status_command),
@@ -222,9 +238,9 @@ class SshConnector:
             with self.ssh_session(server) as ssh:
                 seen = runtime.parse(ssh.run(look, STATUS_TIMEOUT).output)
         except Exception as exc:
-            return PlanOutcome(error=f"ssh: {_describe(exc)}")
+            return PlanOutcome(error=f"ssh: {_caught(server, 'plan', exc)}")
         try:
             info = self.agent.version(self.endpoint(server), self.settings.probe_timeout)
         except Exception as exc:
-            return PlanOutcome(error=f"agent: {_describe(exc)}")
+            return PlanOutcome(error=f"agent: {_caught(server, 'plan', exc)}")
         return PlanOutcome(commit=info.commit, running=seen)

@@ -108,7 +108,7 @@ class GitSource:
             return self._has_commit(mirror, commit) and self._is_ancestor(mirror, commit, head)
 
     def resolve(self, repo: str, branch: str, commit: str | None) -> Resolved:
-        """The commit to roll out and its message (DESIGN §2 Source).
+        """The commit to roll out and its message (docs/design.md §2, Source).
 
         Empty commit: the branch head. Given commit: it must exist upstream
         and be on the branch, else ValidationError("commit", …).

@@ -1,4 +1,4 @@
-"""The shell command run on a server to update its agent (DESIGN §3).
+"""The shell command run on a server to update its agent (docs/design.md §3).
 
 It mirrors the agent's own update procedure, but under ``set -e`` (the tool
 we replace let a failed checkout "succeed") and with every value validated
@@ -7,7 +7,7 @@ line is added before ``agent update``: it starts any program left down by a
 failed attempt, since the agent restarts nothing while a program is down, and
 a rollback would otherwise leave the failed commit's code running.
 Supervisor is reached with ``sudo -n supervisorctl``: on a standard server
-supervisord runs as root with a root-only socket (DESIGN §3, §8). How the
+supervisord runs as root with a root-only socket (docs/design.md §3, §9). How the
 command is run (as the agent user, locked, bounded) is ``guard.py``'s job.
 Pure, except ``validate_template`` which asks the local ``sh`` to parse.
 """

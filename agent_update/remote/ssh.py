@@ -9,6 +9,7 @@ so a row's reason says what to fix: the known hosts, the key, or the network.
 from __future__ import annotations
 
 import io
+import logging
 import select
 import socket
 import time
@@ -19,6 +20,8 @@ import paramiko
 from paramiko.hostkeys import HostKeyEntry, InvalidHostKey
 
 from agent_update.rollout.errors import AgentUpdateError, ValidationError
+
+log = logging.getLogger(__name__)
 
 OUTPUT_LIMIT = 64 * 1024  # bytes of output kept: the tail explains a failure
 KEEPALIVE = 15  # seconds; long RQ restarts must not look like a dead link
@@ -95,7 +98,8 @@ def load_private_key(text: str) -> paramiko.PKey:
             raise SshAuthError(
                 "the SSH private key is passphrase-protected; use one without"
             ) from exc
-        except (paramiko.SSHException, ValueError, TypeError):
+        except (paramiko.SSHException, ValueError, TypeError) as exc:
+            log.debug("the SSH private key is not %s: %s", cls.__name__, exc)
             continue
     raise SshAuthError("the SSH private key setting is not an ed25519, RSA or ECDSA key")
 
@@ -109,7 +113,8 @@ def parse_known_hosts(text: str) -> paramiko.HostKeys:
             continue
         try:
             entry = HostKeyEntry.from_line(line, lineno)
-        except (InvalidHostKey, paramiko.SSHException, ValueError):
+        except (InvalidHostKey, paramiko.SSHException, ValueError) as exc:
+            log.info("known_hosts line %d ignored: %s", lineno, exc)
             continue
         if entry is None or entry.key is None:
             continue
@@ -191,7 +196,7 @@ class SshSession:
 
         On timeout the channel is closed and ``timed_out`` is set; the remote
         command may go on until it next writes. The exit code is only a hint
-        (DESIGN §8): callers verify the outcome.
+        (docs/design.md §9): callers verify the outcome.
         """
         if self._client is None:
             raise SshError(f"{self.target}: not connected")
@@ -225,7 +230,8 @@ class SshSession:
                 if time.monotonic() >= deadline:
                     timed_out = True
                     break
-        except (paramiko.SSHException, OSError) as exc:
+        except (paramiko.SSHException, OSError) as exc:  # the output says so; verification judges
+            log.info("%s: connection lost during a command: %s", self.target, exc)
             output += f"\n[connection lost: {exc}]".encode()
         finally:
             exit_code = None if timed_out else channel.exit_status

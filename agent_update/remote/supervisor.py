@@ -1,7 +1,7 @@
 """Reading ``supervisorctl status`` to prove programs are up and did restart.
 
 The agent's ``/version`` reports what is checked out, not what runs, and its
-services carry no pids (DESIGN §8). Pids read over SSH before and after an
+services carry no pids (docs/design.md §9). Pids read over SSH before and after an
 update are what show that the programs meant to restart really restarted.
 The text is parsed, never the exit code: supervisorctl exits 3 when some
 program is down, and 0 during BACKOFF. Pure: no I/O.

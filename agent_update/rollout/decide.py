@@ -39,7 +39,7 @@ def as_tally(view: Tally | list[Row]) -> Tally:
 
 
 def halt_reason(update: Update, view: Tally | list[Row], now: float | None = None) -> str:
-    """Why the rollout must start no new row, or "" to go on (DESIGN §2)."""
+    """Why the rollout must start no new row, or "" to go on (docs/design.md §2)."""
     tally = as_tally(view)
     reasons = []
     for status, row in tally.first.items():

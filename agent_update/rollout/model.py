@@ -1,7 +1,7 @@
 """The rollout's data: an update, its rows, and the servers they point at.
 
 Plain dataclasses and enums so the engine, the SQLite store and the Frappe
-layer share one vocabulary (the operators' words, see DESIGN §1).
+layer share one vocabulary (the operators' words, see docs/design.md §1).
 """
 
 from __future__ import annotations

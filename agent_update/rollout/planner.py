@@ -9,6 +9,7 @@ stuck in Planning.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +20,8 @@ from agent_update.rollout.commands import PlanOutcome
 from agent_update.rollout.model import EngineSettings, Row, Server, Update
 from agent_update.rollout.runner import new_owner
 from agent_update.rollout.store import Store
+
+log = logging.getLogger(__name__)
 
 
 class Prober(Protocol):
@@ -41,6 +44,7 @@ def probe_all(
         try:
             return prober.plan_probe(server)
         except Exception as exc:  # one bad server must never abort the plan
+            log.warning("%s: plan probe failed", row.server, exc_info=True)
             return PlanOutcome(error=f"{type(exc).__name__}: {exc}")
 
     if not rows:

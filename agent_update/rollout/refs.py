@@ -1,8 +1,9 @@
 """Validation of every value that ends up in a git call or a remote shell.
 
 The tool we replace put refs into the shell unquoted and checked them only
-once (DESIGN §7). Here each value is checked against a narrow allowlist on
-every use, so that quoting is a second line of defence, not the only one.
+once. Here each value is checked against a narrow allowlist on every use
+(docs/design.md §3), so that quoting is a second line of defence, not the
+only one.
 Pure: no I/O.
 """
 

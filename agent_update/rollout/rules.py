@@ -1,4 +1,4 @@
-"""Validation of an update's source and config: the seed's rules (DESIGN §2).
+"""Validation of an update's source and config: the rules of docs/design.md §2.
 
 Runs before anything touches a server, and again whenever a value may have
 changed (save, Build Plan, Start), so a later edit is never trusted blindly.

@@ -5,16 +5,18 @@ lock and launches the rows to start or resume; ``run_row`` walks one row to
 its end and kicks again at once, so the next server starts without waiting
 for a tick. Every step is stored before the next begins, with the row's
 lease as a fence, so any runner may die anywhere and the next one resumes.
+Each stored change of a row or an update is logged at INFO (``steplog``
+makes the line); an exception caught here is logged at WARNING or above.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 
-from agent_update.rollout import machine, server_leases
+from agent_update.rollout import machine, server_leases, steplog
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.links import (
     Connector,
@@ -40,6 +42,8 @@ from agent_update.rollout.model import (
 from agent_update.rollout.observations import PrecheckObs
 from agent_update.rollout.store import Store
 from agent_update.rollout.threads import Heartbeat, ThreadLauncher
+
+log = logging.getLogger(__name__)
 
 
 class Runner:
@@ -88,8 +92,12 @@ class Runner:
         with self._held_lock:  # a heartbeat renews under this lock: none re-claims after
             held = dict(self._held)
             for (name, idx), owner in held.items():
-                with contextlib.suppress(Exception):
+                try:
                     self.store.release_row(name, idx, owner)
+                except Exception:  # its lease expires instead: resumed a little later
+                    log.warning("%s #%d: could not hand back its lease", name, idx, exc_info=True)
+                else:
+                    log.info("%s #%d: lease handed back (stopped at once)", name, idx)
         return sorted(held)
 
     def held(self) -> list[tuple[str, int]]:
@@ -114,17 +122,20 @@ class Runner:
                 tally = self.store.tally(name, update.lanes + len(busy))
             decision = machine.decide(update, tally, now, busy)
             if decision.changes:
-                update = update.copy(**decision.changes)
+                update, before = update.copy(**decision.changes), update
                 self.store.save_update(update, decision.changes)
+                line = steplog.update_line(before, update)
+                if line:
+                    log.info("%s", line, extra={"update": name})
             by_idx = {r.idx: r for r in (*tally.active, *tally.pending)}
             if self.stopping.is_set():
                 decision.resume, decision.start, decision.rollback = [], [], []
             for idx in decision.resume:
                 if self.store.claim_row(name, idx, owner, now, ttl):
-                    row = machine.resumed(
-                        self.store.get_row(name, idx), owner, by_idx[idx].lease_owner
-                    )
+                    old = self.store.get_row(name, idx)
+                    row = machine.resumed(old, owner, by_idx[idx].lease_owner)
                     self.store.save_row(name, row, ["log"], owner)
+                    self._logged(name, old, row)
                     claimed.append(idx)
             for idx in decision.start:
                 row = by_idx[idx]
@@ -134,8 +145,11 @@ class Runner:
                 if other:  # taken by another update since we looked: wait for it
                     self.store.release_row(name, idx, owner)
                     busy[row.server] = other
+                    log.info("%s #%d %s: server busy in %s", name, idx, row.server, other)
                     continue
-                self.store.save_row(name, machine.claim(row), ["step"], owner)
+                claimed_row = machine.claim(row)
+                self.store.save_row(name, claimed_row, ["step"], owner)
+                self._logged(name, row, claimed_row, f"lease taken by {owner}")
                 claimed.append(idx)
             for idx in decision.rollback:
                 if self.store.claim_row(name, idx, owner, now, ttl):
@@ -146,6 +160,7 @@ class Runner:
                         continue
                     back = machine.abort_rollback(row)
                     self.store.save_row(name, back, back.changed_fields(row), owner)
+                    self._logged(name, row, back)
                     claimed.append(idx)
             if update.status is UpdateStatus.RUNNING and busy:
                 self._note_waiting(name, busy)
@@ -184,7 +199,8 @@ class Runner:
         """Walk one claimed row to its end; then start what comes next."""
         try:
             held = self._hold_back(name, idx, owner)
-        except LeaseLost:
+        except LeaseLost as lost:
+            log.warning("%s #%d: lease lost before its precheck: %s", name, idx, lost)
             return self.store.get_row(name, idx)
         if held is not None:  # untouched: its server is free for other updates at once
             self.store.release_server(held.server, name, idx)
@@ -219,7 +235,9 @@ class Runner:
                 row = self._step(update, row, action, link, server, owner, beat)
             if signalled:
                 self.hooks.after_update(update, row)
-        except LeaseLost:
+        except LeaseLost as lost:  # handed back (Ctrl-C twice), or another runner goes on
+            level = logging.INFO if self.abandoned.is_set() else logging.WARNING
+            log.log(level, "%s #%d %s: stopped working on it: %s", name, idx, row.server, lost)
             return self.store.get_row(name, idx)
         finally:
             beat.stop()
@@ -241,6 +259,7 @@ class Runner:
             held = machine.held_back(self.store.get_update(name), row)
             if held is not None:
                 self.store.save_row(name, held, held.changed_fields(row), owner)
+                self._logged(name, row, held)
         if held is not None:
             self._notify(name, held, None)
         return held
@@ -272,6 +291,9 @@ class Runner:
             self.sleep(max(self.settings.poll_interval, 1.0))
             if not self.store.claim_server(row.server, name, row.idx, self.clock(), beat.ttl):
                 return noted
+        log.warning(
+            "%s #%d %s: still busy in %s; left to the watchdog", name, row.idx, row.server, other
+        )
         return None
 
     def _step(
@@ -316,6 +338,7 @@ class Runner:
     def _note(self, name: str, row: Row) -> None:
         """Write a waiting row's reason; listeners get the whole row, not the few fields read."""
         self.store.save_row(name, row, ["reason"])
+        log.info("%s #%d %s: %s", name, row.idx, row.server, row.reason or "no longer waiting")
         if self.listener is not None:
             self._notify(name, self.store.get_row(name, row.idx), None)
 
@@ -323,12 +346,22 @@ class Runner:
         changed = new.changed_fields(old)
         if changed:
             self.store.save_row(name, new, changed, owner)
+            self._logged(name, old, new)
             self._notify(name, new, None)
 
+    def _logged(self, name: str, old: Row, new: Row, note: str = "") -> None:
+        """One INFO line for a stored change of a row (see steplog.row_line)."""
+        line = steplog.row_line(name, old, new, note)
+        if line:
+            log.info("%s", line, extra={"update": name, "row": new.idx, "server": new.server})
+
     def _notify(self, name: str, row: Row | None, update: Update | None) -> None:
-        if self.listener is not None:
-            with contextlib.suppress(Exception):
-                self.listener(name, row, update)
+        if self.listener is None:
+            return
+        try:
+            self.listener(name, row, update)
+        except Exception:  # a listener (progress, realtime) must never stop the rollout
+            log.warning("%s: the change listener failed", name, exc_info=True)
 
     # -------------------------------------------------------------- in-process
     def drive(self, name: str, timeout: float | None = None) -> Update:

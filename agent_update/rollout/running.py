@@ -1,7 +1,7 @@
 """Does a server run what it has checked out? The skip rule of Build Plan.
 
-``/version`` reports the commit checked out, not the code running (DESIGN
-§8): after a checkout without restart it already shows the new commit. A
+``/version`` reports the commit checked out, not the code running (docs/design.md
+§9): after a checkout without restart it already shows the new commit. A
 server counts as "already on the target" only when every agent program
 started after the checkout last moved. Times are the server's own clock
 (epoch seconds; supervisor shows uptimes to the second), so no clock skew

@@ -1,7 +1,7 @@
 """One rollout per server: a compare-and-set server lease across all updates.
 
 A server is in at most one in-flight row at a time, whatever the update.
-Choice (DESIGN §2, docs/one-rollout-per-server.md): a second rollout WAITS.
+Choice (docs/design.md §6, docs/verdicts-and-leases.md): a second rollout WAITS.
 Its row for a busy server stays Pending with the note "waiting: <server>
 busy in <other update>", and the rollout moves on to its other rows; the
 row starts once the server is free (the runner that frees it kicks the

@@ -2,16 +2,19 @@
 
 Duck-typed against the runner (store, settings, clock, the held-leases lock)
 so long commands keep their lease and a CLI or test runs rows in threads.
+A failed renewal or a row thread's exception is logged, never swallowed.
 """
 
 from __future__ import annotations
 
-import contextlib
+import logging
 import threading
 import time
 from typing import Any
 
 from agent_update.rollout.errors import LeaseLost
+
+log = logging.getLogger(__name__)
 
 
 class Heartbeat:
@@ -47,16 +50,29 @@ class Heartbeat:
                 return
             now, ttl, store = runner.clock(), runner.settings.lease_ttl, runner.store
             if not store.claim_row(self.name, self.idx, self.owner, now, ttl):
-                self.lost = True
-            elif self.holds_server and store.claim_server(
-                self.server, self.name, self.idx, now, ttl
-            ):
-                self.lost = True  # free, expired or ours is renewed; another update's: stop here
+                self._lose("its lease was taken over by another runner")
+            elif self.holds_server and (
+                other := store.claim_server(self.server, self.name, self.idx, now, ttl)
+            ):  # free, expired or ours is renewed; another update's: stop here
+                self._lose(f"its server lease was taken by {other}")
+
+    def _lose(self, why: str) -> None:
+        if not self.lost:
+            log.warning("%s #%d %s: %s", self.name, self.idx, self.server, why)
+        self.lost = True
 
     def _loop(self) -> None:
         while not self._stop.wait(self.runner.settings.lease_ttl / 3):
-            with contextlib.suppress(Exception):
+            try:
                 self._renew()
+            except Exception:  # tried again next beat; the lease expires if it keeps failing
+                log.warning(
+                    "%s #%d %s: lease renewal failed",
+                    self.name,
+                    self.idx,
+                    self.server,
+                    exc_info=True,
+                )
 
 
 class ThreadLauncher:
@@ -80,6 +96,7 @@ class ThreadLauncher:
         try:
             self.runner.run_row(name, idx, owner)
         except BaseException as exc:  # surfaced by wait(); a thread must not die silently
+            log.error("%s #%d: the row's thread failed", name, idx, exc_info=True)
             with self._lock:
                 self.errors.append(exc)
 

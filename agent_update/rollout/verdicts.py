@@ -1,7 +1,7 @@
 """Fast verdicts: what the programs did after the update command ended.
 
 Once the command has ended, nothing is meant to restart an agent program
-any more (DESIGN §8): a pid that changes again is a crash, and a program
+any more (docs/design.md §9): a pid that changes again is a crash, and a program
 meant to restart that still runs its pre-command pid never will. Waiting
 for the startup timeout (10 minutes by default) adds nothing in either
 case. A crash at import never reaches FATAL under supervisor (the process

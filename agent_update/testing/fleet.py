@@ -2,7 +2,7 @@
 
 Each host has a real sshd, its own supervisord and a test agent checked out
 from a shared local upstream, so the real update command runs over real SSH
-and verification reads what really runs (DESIGN §5, §8). Used by tests,
+and verification reads what really runs (docs/design.md §9, §11). Used by tests,
 benchmarks and the demo; ``python -m agent_update.testing`` starts one by hand.
 
 Run as root, the fleet is production-like (see host.py): each host's agent

@@ -19,6 +19,7 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
@@ -137,16 +138,38 @@ def write(
 
 
 def _readable_supervisor(root: Path) -> Path:
-    """A folder any user may import the ``supervisor`` package from (ours may be root-only)."""
+    """A folder any user may import the ``supervisor`` package from.
+
+    A copy under the fleet's root (0755), not a link into our environment:
+    the checkout and its venv may sit in a directory other users cannot
+    enter (a 0700 ``mktemp -d``, /root), and the agent user must import it.
+    """
     import supervisor
 
     pylib = root / "pylib"
-    pylib.mkdir(exist_ok=True)
-    link = pylib / "supervisor"
-    # Hosts are prepared in parallel threads: the first one makes the link.
-    with contextlib.suppress(FileExistsError):
-        link.symlink_to(Path(supervisor.__file__).parent, target_is_directory=True)
+    package = pylib / "supervisor"
+    # Hosts are prepared in parallel threads: each copies aside, the first rename wins.
+    if not package.exists():
+        pylib.mkdir(mode=0o755, exist_ok=True)
+        scratch = Path(tempfile.mkdtemp(prefix=".supervisor-", dir=pylib))
+        copy = scratch / "supervisor"
+        shutil.copytree(
+            Path(supervisor.__file__).parent,
+            copy,
+            ignore=shutil.ignore_patterns("tests", "__pycache__"),
+        )
+        _readable(copy)
+        with contextlib.suppress(OSError):  # another host's copy is in place: same files
+            copy.rename(package)
+        shutil.rmtree(scratch, ignore_errors=True)
     return pylib
+
+
+def _readable(tree: Path) -> None:
+    """Directories 0755, files 0644: whatever the umask or the venv's modes."""
+    tree.chmod(0o755)
+    for path in tree.rglob("*"):
+        path.chmod(0o755 if path.is_dir() else 0o644)
 
 
 LAUNCHER = """

@@ -3,7 +3,7 @@
 The fleet copies this file verbatim into every commit of its upstream repo;
 the commit's ``behaviour.json`` decides how that copy misbehaves. Stdlib
 only, since it runs straight from a checkout. It copies what an orchestrator
-sees of the real agent (DESIGN §8): ``/version`` reads git at request time,
+sees of the real agent (docs/design.md §9): ``/version`` reads git at request time,
 services come from its own supervisord, ``update`` silently restarts nothing
 when a program is down, and its exit code can lie. ``started_commit`` is an
 extra the real agent lacks, so tests can prove what really runs. Where the
