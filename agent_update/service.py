@@ -15,8 +15,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, history, planner, rules, server_leases, stall
-from agent_update.rollout.errors import TransitionError, ValidationError
+from agent_update.rollout import approval, commands, history, planner, rules, server_leases, stall
+from agent_update.rollout.errors import AgentUpdateError, TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
@@ -137,10 +137,13 @@ class Service:
         return update
 
     # ------------------------------------------------------------------- walk
-    def start(self, name: str) -> Update:
+    def start(self, name: str, user: str = "") -> Update:
+        """Start now; with approval required and none yet, record who asked and wait."""
         self.check_rollback_commit(self.store.get_update(name))  # git, outside the lock
         with self.store.locked(name):
             update = self.store.get_update(name)
+            if self._awaits_approval(update, user):
+                return self.store.get_update(name)
             rules.validate_update(update, need_commit=True)
             if update.status is UpdateStatus.PENDING:
                 rules.validate_deadline(update, self.clock())
@@ -151,7 +154,32 @@ class Service:
         self.runner.kick(name)
         return self.store.get_update(name)
 
-    def start_if_ready(self, name: str, *, resume: bool = False) -> Update:
+    def _awaits_approval(self, update: Update, user: str) -> bool:
+        """Under the lock: True (and who asked recorded) when Start must wait for approval."""
+        if update.status is not UpdateStatus.PENDING or not update.approval_required:
+            return False
+        approval.check_start(update, user)
+        if not approval.waiting(update):
+            return False
+        asked = approval.request_start(update, user)
+        if asked.start_requested_by != update.start_requested_by:
+            self.store.save_update(asked, ["start_requested_by"])
+            log.info("%s: start asked by %s, awaiting approval", update.name, user or "?")
+        return True
+
+    def approve(self, name: str, user: str) -> Update:
+        """Record an approval by ``user``; a start already asked for goes ahead (or at start_at)."""
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            approved = approval.approve(update, user, self.clock())
+            self.store.save_update(approved, ["approved_by", "approved_at"])
+        log.info("%s: approved by %s", name, user)
+        due = approved.start_at is None or approved.start_at <= self.clock()
+        if approved.start_requested_by and approved.status is UpdateStatus.PENDING and due:
+            self.start(name, approved.start_requested_by)
+        return self.store.get_update(name)
+
+    def start_if_ready(self, name: str, *, resume: bool = False, user: str = "") -> Update:
         """Start a Pending update (resume a Paused one when asked), else leave it.
 
         The status is read under the lock, so two callers racing on one
@@ -167,6 +195,8 @@ class Service:
                 raise TransitionError(f"{name} is Draft: it needs a plan first (Build Plan)")
             if update.status is UpdateStatus.PLANNING:
                 raise TransitionError(f"{name} is being planned: wait for Build Plan to end")
+            if self._awaits_approval(update, user):
+                return self.store.get_update(name)
             if update.status is UpdateStatus.PENDING or (
                 resume and update.status is UpdateStatus.PAUSED
             ):
@@ -287,6 +317,20 @@ class Service:
         """Resume what dead workers left; nothing for healthy rollouts."""
         touched = []
         now = self.clock()
+        for name in self.store.scheduled_updates(now):
+            update = self.store.get_update(name)
+            if approval.waiting(update):
+                continue  # its start waits for an approval, whatever the time
+            try:
+                self.start_if_ready(name, user=update.start_requested_by)
+            except AgentUpdateError as exc:  # e.g. a rollback commit gone: say so, go on
+                log.warning("%s: scheduled start refused: %s", name, exc)
+                self.store.save_update(
+                    update.copy(why_stuck=f"scheduled start: {exc}"), ["why_stuck"]
+                )
+                continue
+            log.info("%s: started at its scheduled time", name)
+            touched.append(name)
         for name in self.store.unfinished_updates():
             update = self.store.get_update(name)
             if update.status is UpdateStatus.PLANNING:

@@ -9,6 +9,7 @@ by its type, before anything is opened.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import re
 import sys
@@ -138,6 +139,13 @@ def server_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ parser
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without /etc/passwd entry)
+        return ""
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -157,6 +165,12 @@ def build_parser() -> Parser:
         help="JSON file of engine settings (keys in docs/cli.md)",
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failures")
+    parser.add_argument(
+        "--user",
+        type=text,
+        default=os.environ.get("AGENT_UPDATE_USER") or default_user(),
+        help="who acts, recorded for approvals (default $AGENT_UPDATE_USER, else your login)",
+    )
     parser.add_argument(
         "--log-level",
         type=logs.level_name,
@@ -206,6 +220,9 @@ def build_parser() -> Parser:
         p.add_argument("name", help=UPDATE_NAME)
         if name == "run":
             p.add_argument("--resume", action="store_true", help="also resume a Paused update")
+            p.add_argument(
+                "--now", action="store_true", help="start now even if scheduled for later"
+            )
         p.add_argument("--json", action="store_true", help="the final update as JSON on stdout")
         p.add_argument(
             "--no-progress", action="store_true", help="no live progress even on a terminal"
@@ -259,6 +276,8 @@ def build_parser() -> Parser:
     undo = command("undo", "take every server a finished update changed back to what it ran before")
     undo.add_argument("name", help=UPDATE_NAME)
     undo.add_argument("--json", action="store_true", help="the new updates as JSON")
+    approve = command("approve", "approve an update that requires it (by another person)")
+    approve.add_argument("name", help=UPDATE_NAME)
     command(
         "tick",
         "the watchdog: resume what a dead runner left, then wait for it; "
@@ -276,6 +295,10 @@ FIELD_FLAGS = {
     "server_types": "--server-type",
     "deadline_at": "--deadline",
     "deadline": "--deadline",
+    "start_at": "--start-at",
+    "server_pattern": "--servers",
+    "server_tags": "--tag",
+    "approval_required": "--require-approval",
 }
 
 

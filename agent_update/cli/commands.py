@@ -5,18 +5,12 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from datetime import datetime
 
 from agent_update.cli.args import server_values
 from agent_update.cli.exits import CliError, Exit, rollout_exit
-from agent_update.cli.follow import (
-    Abandoned,
-    Follower,
-    Interrupts,
-    wait_for_rows,
-)
+from agent_update.cli.follow import Interrupts, sleep_unless_interrupted
 from agent_update.cli.history_commands import HISTORY_HANDLERS
 from agent_update.cli.output import (
     LiveView,
@@ -26,39 +20,13 @@ from agent_update.cli.output import (
     update_json,
     update_lines,
 )
+from agent_update.cli.run_commands import RUN_HANDLERS
+from agent_update.cli.showing import ramp_lines, show
 from agent_update.remote.agent_client import AgentEndpoint
-from agent_update.rollout import rules, waves
+from agent_update.rollout import rules
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import GateAction, Server, Update, UpdateStatus
 from agent_update.service import Service
-
-
-def show(service: Service, name: str, as_json: bool = False) -> Update:
-    update = service.store.get_update(name)
-    rows = service.store.get_rows(name)
-    if as_json:
-        data = update_json(update, rows)
-        if update.status in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
-            data["eta"] = service.eta(name).text(time.time())
-        dump(data)
-    else:
-        lines = update_lines(update, rows)
-        lines[1:1] = ramp_lines(service, update, rows)
-        print("\n".join(lines))
-    return update
-
-
-def ramp_lines(service: Service, update: Update, rows: list) -> list[str]:
-    """Why it paused, where the waves stand, and the ETA, under the update's line."""
-    lines = []
-    if update.pause_reason:
-        lines.append(f"  paused: {update.pause_reason}")
-    if update.waves and not update.status.is_final:
-        to_run = service.store.tally(update.name, 0).to_run
-        lines.append(f"  waves {update.waves}: now {waves.describe(update, to_run)}")
-    if update.status in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
-        lines.append(f"  ETA: {service.eta(update.name).text(time.time())}")
-    return lines
 
 
 # --------------------------------------------------------------- registry
@@ -163,17 +131,22 @@ def update_from_args(args: argparse.Namespace) -> Update:
         wave_gate_action=GateAction(args.wave_gate_action),
         deadline_at=deadline(args.deadline),
         stall_minutes=args.stall_minutes,
+        server_pattern=", ".join(args.servers or ()),
+        server_tags=", ".join(args.tag or ()),
+        start_at=deadline(args.start_at, "start_at"),
+        window=args.window or "",
+        approval_required=args.require_approval,
     )
 
 
-def deadline(text: str | None) -> float | None:
+def deadline(text: str | None, field: str = "deadline") -> float | None:
     """An ISO 8601 time (local time when it names no zone) -> epoch seconds."""
     if not text:
         return None
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise ValidationError("deadline", f"{text} is not a time like 2026-11-28T18:00") from None
+        raise ValidationError(field, f"{text} is not a time like 2026-11-28T18:00") from None
 
 
 def cmd_create(service: Service, args: argparse.Namespace) -> int:
@@ -235,20 +208,12 @@ def cmd_status(service: Service, args: argparse.Namespace) -> int:
             last = state
             if update.status.is_final or update.status is UpdateStatus.DRAFT:
                 break
-            if _sleep_unless_interrupted(interrupts, args.interval):
+            if sleep_unless_interrupted(interrupts, args.interval):
                 print(f"stopped watching {args.name} (it goes on)", file=sys.stderr)
                 return Exit.INTERRUPTED
     if args.json:
         dump(update_json(update, rows))
     return Exit.OK if update.status is UpdateStatus.DRAFT else rollout_exit(update)
-
-
-def _sleep_unless_interrupted(interrupts: Interrupts, seconds: float) -> bool:
-    """Sleep ``seconds`` in short steps; True as soon as Ctrl-C or SIGTERM came."""
-    end = time.monotonic() + seconds
-    while not interrupts.count and time.monotonic() < end:
-        time.sleep(0.1)
-    return bool(interrupts.count)
 
 
 def cmd_split(service: Service, args: argparse.Namespace) -> int:
@@ -257,98 +222,15 @@ def cmd_split(service: Service, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-# ------------------------------------------------------------ staying on
-def cmd_run(service: Service, args: argparse.Namespace) -> int:
-    """run / resume / force-continue: act, then follow until the rollout settles."""
-    name = args.name
-    current = service.store.get_update(name)
-    if args.command == "run":
-        if current.status is UpdateStatus.DRAFT:
-            raise CliError(f"{name} is Draft: run agent-update plan {name} first", Exit.REFUSED)
-        service.start_if_ready(name, resume=args.resume)
-        after = service.store.get_update(name)
-        if after.status is UpdateStatus.PAUSED and not args.resume:
-            print(
-                f"{name} is Paused; resume it with: agent-update run --resume {name}",
-                file=sys.stderr,
-            )
-    elif args.command == "resume":
-        service.resume(name)
-    else:
-        service.force_continue(name)
-    return follow_and_report(service, name, args)
-
-
-def follow_and_report(service: Service, name: str, args: argparse.Namespace) -> int:
-    view = LiveView(sys.stderr, enabled=False if args.no_progress else None)
-    interrupts = Interrupts()
-    with interrupts.installed():
-        follower = Follower(service, name, view, interrupts)
-        try:
-            final = follower.follow()
-        except Abandoned as stop:
-            servers = [service.store.get_row(n, i).server for n, i in stop.released]
-            handed = f"; handed back {', '.join(servers)}" if servers else ""
-            print(
-                f"stopped at once{handed}: agent-update run {name} resumes at once",
-                file=sys.stderr,
-            )
-            return Exit.INTERRUPTED
-    show(service, name, args.json)
-    if follower.stopped and not final.status.is_final:
-        print(
-            f"interrupted: servers not started yet stay Pending; agent-update run {name} goes on",
-            file=sys.stderr,
-        )
-        return Exit.INTERRUPTED
-    if final.status is UpdateStatus.PAUSED:
-        why = f" ({final.pause_reason})" if final.pause_reason else ""
-        print(f"paused{why}; go on with: agent-update resume {name}", file=sys.stderr)
-    if args.command == "abort" and final.status is UpdateStatus.ABORTED:
-        return Exit.OK  # what was asked
-    if final.status is UpdateStatus.ABORTED:
-        why = final.abort_reason or final.halt_reason or "aborted"
-        print(f"{name} was aborted: {why}", file=sys.stderr)
-    return rollout_exit(final)
-
-
-def cmd_abort(service: Service, args: argparse.Namespace) -> int:
-    """Abort, then stay while servers in flight (and any rollbacks) finish."""
-    service.abort(args.name, rollback=args.rollback, reason=args.reason or "")
-    return follow_and_report(service, args.name, args)
-
-
-def cmd_tick(service: Service, args: argparse.Namespace) -> int:
-    touched = service.tick()
-    interrupts = Interrupts()
-    with interrupts.installed():
-        try:
-            wait_for_rows(service, LiveView(sys.stderr, enabled=False), interrupts)
-        except Abandoned:
-            print("stopped at once; leases handed back", file=sys.stderr)
-            return Exit.INTERRUPTED
-    print("resumed: " + (", ".join(touched) if touched else "nothing"))
-    if interrupts.count:
-        return Exit.INTERRUPTED
-    stalled = service.stalls()
-    for alert in stalled:
-        print(f"STALLED {alert.message}")
-    return Exit.STALLED if stalled else Exit.OK
-
-
 HANDLERS = {
     "server-add": cmd_server_add,
     "server-set": cmd_server_set,
     "server-list": cmd_server_list,
     "create": cmd_create,
     "plan": cmd_plan,
-    "run": cmd_run,
-    "resume": cmd_run,
-    "force-continue": cmd_run,
     "pause": cmd_pause,
     "status": cmd_status,
     "split": cmd_split,
-    "abort": cmd_abort,
-    "tick": cmd_tick,
+    **RUN_HANDLERS,
     **HISTORY_HANDLERS,
 }

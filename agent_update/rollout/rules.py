@@ -11,9 +11,9 @@ import math
 import time
 from collections.abc import Iterable
 
-from agent_update.rollout import budget, refs, waves
+from agent_update.rollout import budget, refs, schedule, targets, waves
 from agent_update.rollout.errors import ValidationError
-from agent_update.rollout.model import EngineSettings, Server, Update
+from agent_update.rollout.model import EngineSettings, Server, Update, UpdateStatus
 
 MAX_LANES = 200
 MIN_VERDICT_WINDOW = 5.0  # seconds; supervisor's startsecs is 1 by default
@@ -88,6 +88,9 @@ def validate_config(update: Update) -> None:
     if update.test_mode and update.test_mode_count < 1:
         raise ValidationError("test_mode_count", "must be at least 1 in test mode")
     waves.validate(update)
+    schedule.validate(update.start_at, update.window)
+    targets.validate_patterns(update.server_pattern)
+    targets.tags_of(update.server_tags, "server_tags")
     if update.stall_minutes < 0:
         raise ValidationError("stall_minutes", "must not be negative (0: no stall alert)")
 
@@ -99,10 +102,21 @@ def validate_update(update: Update, *, need_commit: bool = False) -> None:
 
 
 def validate_deadline(update: Update, now: float) -> None:
-    """A deadline, when set, must lie ahead: past it nothing starts (the run would do nothing)."""
+    """A deadline, when set, must lie ahead: past it nothing starts (the run would do nothing).
+
+    So must a scheduled start, and it must come before the deadline.
+    """
     if update.deadline_at is not None and update.deadline_at <= now:
         when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(update.deadline_at))
         raise ValidationError("deadline_at", f"{when} has already passed; set a time in the future")
+    if update.start_at is not None and update.status is UpdateStatus.DRAFT:
+        if update.start_at <= now:
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(update.start_at))
+            raise ValidationError(
+                "start_at", f"{when} has already passed; set a time in the future"
+            )
+        if update.deadline_at is not None and update.start_at >= update.deadline_at:
+            raise ValidationError("start_at", "must come before the deadline")
 
 
 def validate_server_types(update: Update, servers: Iterable[Server]) -> None:
@@ -178,4 +192,5 @@ def validate_server(server: Server) -> Server:
         agent_user=refs.validate_unix_user(server.agent_user, "agent_user"),
         agent_dir=refs.validate_agent_dir(server.agent_dir, "agent_dir"),
         agent_url=refs.validate_agent_url(server.agent_url, "agent_url"),
+        tags=", ".join(targets.tags_of(server.tags)),
     )

@@ -52,6 +52,15 @@ class SqliteHistory:
                 found += [(UPDATE_CODEC.from_row(update), ROW_CODEC.from_row(r)) for r in rows]
         return found
 
+    def scheduled_updates(self, now: float) -> list[str]:
+        """Pending updates whose scheduled start has come (the watchdog starts them)."""
+        found = self._read(
+            "SELECT name FROM updates WHERE status='Pending' AND start_at IS NOT NULL "
+            "AND start_at<=? ORDER BY start_at",
+            [now],
+        )
+        return [r["name"] for r in found]
+
     def delete_update(self, name: str) -> None:
         """The update, its rows and any server lease it still names, in one transaction."""
         with self._tx() as db:
