@@ -1,4 +1,4 @@
-"""Whitelisted methods behind the Agent Update form's buttons.
+"""Whitelisted methods behind the Agent Rollout form's buttons.
 
 The desk, ``bench --site S execute agent_update.api.<method> --kwargs "{...}"``,
 ``bench console`` and REST (/api/method/agent_update.api.<method>) all call
@@ -204,7 +204,7 @@ def tick(now: bool = False) -> list[str]:
 
 @frappe.whitelist()
 def create(**fields: Any) -> str:
-    """Insert an Agent Update (Save fills source and servers); returns its name.
+    """Insert an Agent Rollout (Save fills source and servers); returns its name.
 
     ``server_types`` may be a list of type names; other keys are doc fields.
     """

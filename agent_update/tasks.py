@@ -116,7 +116,7 @@ def notify_stall(alert: Stall) -> None:
             "type": "Alert",
             "document_type": codec.UPDATE_DOCTYPE,
             "document_name": alert.name,
-            "subject": f"Agent Update {alert.name} stalled",
+            "subject": f"Agent Rollout {alert.name} stalled",
             "email_content": alert.message,
         },
     )

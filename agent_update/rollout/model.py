@@ -223,7 +223,7 @@ class Update:
 
 @dataclass
 class Row:
-    """One server in one rollout (Agent Update Server)."""
+    """One server in one rollout (Agent Rollout Server)."""
 
     idx: int
     server: str
