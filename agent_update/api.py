@@ -101,6 +101,20 @@ def start(name: str, now: bool = False) -> dict[str, Any]:
 
 
 @frappe.whitelist()
+def approve(name: str) -> dict[str, Any]:
+    """Approve an update that requires it, as the current user (never the one who asked to start).
+
+    A start already asked for goes ahead at once (or at its scheduled time).
+    """
+    _check(name)
+    with frappe_errors():
+        update = get_service().approve(name, frappe.session.user)
+    _note(name, _("approved this update"))
+    notify_update(name, update.status.value)
+    return {"name": name, "job_id": None, "queued": False, "status": update.status.value}
+
+
+@frappe.whitelist()
 def pause(name: str, now: bool = False) -> dict[str, Any]:
     """Running -> Paused, stored before this returns: in-flight servers finish, none starts."""
     _check(name)

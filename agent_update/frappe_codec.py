@@ -118,6 +118,8 @@ UPDATE_COLUMNS = _columns(
         "ended_at": "end",
         "why_stuck": "stuck_at_planning_reason",
         "deadline_at": "deadline",
+        "start_at": "scheduled_start",
+        "window": "maintenance_window",
     },
     {
         "server_types": "skip",  # a child table of its own
@@ -126,6 +128,8 @@ UPDATE_COLUMNS = _columns(
         "started_at": "datetime",
         "ended_at": "datetime",
         "deadline_at": "datetime",
+        "start_at": "datetime",
+        "approved_at": "datetime",
     },
 )
 ROW_COLUMNS = _columns(
@@ -160,6 +164,11 @@ ENGINE_UPDATE_FIELDS = (
     "abort_rollback",
     "abort_reason",
     "stall_notified_at",
+    # schedule and approval: written by the engine (Start, Approve, the window)
+    "waiting_reason",
+    "start_requested_by",
+    "approved_by",
+    "approved_at",
 )
 ENGINE_ROW_FIELDS = tuple(n for n in ROW_COLUMNS if n not in ("idx", "server", "server_type"))
 # What an operator may edit while the update is Draft or Pending.

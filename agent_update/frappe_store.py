@@ -191,6 +191,19 @@ class FrappeStore:
                 [UNFINISHED],
             )
 
+    def scheduled_updates(self, now: float) -> list[str]:
+        """Pending updates whose scheduled start has come (the tick starts them).
+
+        An unset Datetime is NULL, which ``<=`` never matches.
+        """
+        with self._context():
+            return frappe.get_all(
+                codec.UPDATE_DOCTYPE,
+                filters={"status": "Pending", "scheduled_start": ("<=", codec.to_datetime(now))},
+                order_by="scheduled_start asc",
+                pluck="name",
+            )
+
     # --------------------------------------------------------------- rows
     def get_rows(self, name: str, fields: Sequence[str] | None = None) -> list[Row]:
         """All rows, or only ``fields`` of each (a decision need not load every log)."""

@@ -54,8 +54,9 @@ def build_plan(name: str) -> None:
 
 
 def start(name: str) -> None:
+    """Start as the user who clicked (an approval, when required, comes from someone else)."""
     with _reported(name, "Start"):
-        get_service().start(name)
+        get_service().start(name, user=frappe.session.user)
 
 
 def force_continue(name: str) -> None:
