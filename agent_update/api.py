@@ -1,4 +1,4 @@
-"""Whitelisted methods behind the Agent Update form's buttons.
+"""Whitelisted methods behind the Agent Rollout form's buttons.
 
 The desk, ``bench --site S execute agent_update.api.<method> --kwargs "{...}"``,
 ``bench console`` and REST (/api/method/agent_update.api.<method>) all call
@@ -108,6 +108,20 @@ def start(name: str, now: bool = False) -> dict[str, Any]:
 
 
 @frappe.whitelist()
+def approve(name: str) -> dict[str, Any]:
+    """Approve an update that requires it, as the current user (never the one who asked to start).
+
+    A start already asked for goes ahead at once (or at its scheduled time).
+    """
+    _check(name)
+    with frappe_errors():
+        update = get_service().approve(name, frappe.session.user)
+    _note(name, _("approved this update"))
+    notify_update(name, update.status.value)
+    return {"name": name, "job_id": None, "queued": False, "status": update.status.value}
+
+
+@frappe.whitelist()
 def pause(name: str, now: bool = False) -> dict[str, Any]:
     """Running -> Paused, stored before this returns: in-flight servers finish, none starts."""
     _check(name)
@@ -211,7 +225,7 @@ def tick(now: bool = False) -> list[str]:
 
 @frappe.whitelist()
 def create(**fields: Any) -> str:
-    """Insert an Agent Update (Save fills source and servers); returns its name.
+    """Insert an Agent Rollout (Save fills source and servers); returns its name.
 
     ``server_types`` may be a list of type names; other keys are doc fields.
     """

@@ -1,4 +1,4 @@
-"""Translation between the engine's dataclasses and the Agent Update doctypes.
+"""Translation between the engine's dataclasses and the Agent Rollout doctypes.
 
 One table per dataclass maps an engine field to its doc field and says how
 the value travels: timeouts are minutes on the form and seconds in the
@@ -22,8 +22,8 @@ from frappe.utils import cint, cstr, flt, get_datetime, get_system_timezone
 
 from agent_update.rollout.model import Row, Server, Update
 
-UPDATE_DOCTYPE = "Agent Update"
-ROW_DOCTYPE = "Agent Update Server"
+UPDATE_DOCTYPE = "Agent Rollout"
+ROW_DOCTYPE = "Agent Rollout Server"
 TYPE_DOCTYPE = "Agent Update Server Type"
 SERVER_DOCTYPE = "Agent Server"
 SETTINGS_DOCTYPE = "Agent Update Settings"
@@ -118,6 +118,8 @@ UPDATE_COLUMNS = _columns(
         "ended_at": "end",
         "why_stuck": "stuck_at_planning_reason",
         "deadline_at": "deadline",
+        "start_at": "scheduled_start",
+        "window": "maintenance_window",
     },
     {
         "server_types": "skip",  # a child table of its own
@@ -126,6 +128,8 @@ UPDATE_COLUMNS = _columns(
         "started_at": "datetime",
         "ended_at": "datetime",
         "deadline_at": "datetime",
+        "start_at": "datetime",
+        "approved_at": "datetime",
     },
 )
 ROW_COLUMNS = _columns(
@@ -160,6 +164,11 @@ ENGINE_UPDATE_FIELDS = (
     "abort_rollback",
     "abort_reason",
     "stall_notified_at",
+    # schedule and approval: written by the engine (Start, Approve, the window)
+    "waiting_reason",
+    "start_requested_by",
+    "approved_by",
+    "approved_at",
 )
 ENGINE_ROW_FIELDS = tuple(n for n in ROW_COLUMNS if n not in ("idx", "server", "server_type"))
 # What an operator may edit while the update is Draft or Pending.
@@ -250,7 +259,7 @@ def row_payload(row: Row) -> dict[str, Any]:
 
 
 def update_doc_dict(update: Update, rows: list[Row]) -> dict[str, Any]:
-    """A full Agent Update document (for inserts: split batches, Service.create)."""
+    """A full Agent Rollout document (for inserts: split batches, Service.create)."""
     names = [n for n in UPDATE_COLUMNS if n != "name"]
     doc: dict[str, Any] = {"doctype": UPDATE_DOCTYPE, **update_values(update, names)}
     doc["server_types"] = [{"server_type": t} for t in update.server_types]

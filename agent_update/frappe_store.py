@@ -2,7 +2,7 @@
 """The engine's Store over frappe.db: one UPDATE per change, leases as compare-and-set.
 
 Every write names the fields that changed and touches one row of one table
-(``tabAgent Update Server`` WHERE parent AND idx), never ``doc.save()`` of the
+(``tabAgent Rollout Server`` WHERE parent AND idx), never ``doc.save()`` of the
 whole document, so a transition costs O(1) whatever the number of rows.
 
 Stale forms: every write to the update's own row also sets its ``modified``
@@ -16,7 +16,7 @@ stored engine fields and rows for those saves (agent_update.py).
 Transactions: a write outside ``locked()`` commits at once, so other workers
 and the desk see it (leases above all) and no row lock is held across the
 seconds a command runs. ``locked(name)`` takes SELECT … FOR UPDATE on the
-Agent Update row and commits on exit; writes inside it commit together.
+Agent Rollout row and commits on exit; writes inside it commit together.
 A thread without a Frappe context (the runner's lease heartbeat) gets a
 short-lived connection of its own, since a connection is never shared.
 """
@@ -37,7 +37,6 @@ from agent_update import frappe_codec as codec
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
-    FINAL_UPDATE_STATUSES,
     IN_FLIGHT_ROW_STATUSES,
     Row,
     RowStatus,
@@ -45,6 +44,7 @@ from agent_update.rollout.model import (
     Step,
     Update,
 )
+from agent_update.rollout.server_leases import QUIET_UPDATES
 from agent_update.rollout.store import NotFound
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
@@ -52,11 +52,10 @@ UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
 ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
 TYPE_TABLE = f"`tab{codec.TYPE_DOCTYPE}`"
 SERVER_TABLE = f"`tab{codec.SERVER_DOCTYPE}`"
-ROW_WHERE = "parent=%s AND parenttype='Agent Update' AND parentfield='servers'"
+ROW_WHERE = "parent=%s AND parenttype='Agent Rollout' AND parentfield='servers'"
 UNFINISHED = ("Planning", "Running", "Paused")
 ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
 IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
-FINAL = tuple(s.value for s in FINAL_UPDATE_STATUSES)
 
 
 def _q(column: str) -> str:
@@ -161,7 +160,7 @@ class FrappeStore:
                 raise NotFound(f"no update named {name!r}")
             types = frappe.db.sql_list(
                 f"SELECT server_type FROM {TYPE_TABLE} WHERE parent=%s "
-                "AND parenttype='Agent Update' ORDER BY idx",
+                "AND parenttype='Agent Rollout' ORDER BY idx",
                 name,
             )
             return codec.update_from(found[0], types)
@@ -217,6 +216,19 @@ class FrappeStore:
             return frappe.db.sql_list(
                 f"SELECT name FROM {UPDATE_TABLE} WHERE status IN %s ORDER BY creation",
                 [UNFINISHED],
+            )
+
+    def scheduled_updates(self, now: float) -> list[str]:
+        """Pending updates whose scheduled start has come (the tick starts them).
+
+        An unset Datetime is NULL, which ``<=`` never matches.
+        """
+        with self._context():
+            return frappe.get_all(
+                codec.UPDATE_DOCTYPE,
+                filters={"status": "Pending", "scheduled_start": ("<=", codec.to_datetime(now))},
+                order_by="scheduled_start asc",
+                pluck="name",
             )
 
     # --------------------------------------------------------------- rows
@@ -463,7 +475,7 @@ class FrappeStore:
         with self._context():
             return frappe.db.sql_list(
                 f"SELECT DISTINCT s.parent FROM {ROW_TABLE} s JOIN {UPDATE_TABLE} u "
-                "ON u.name=s.parent WHERE s.parenttype='Agent Update' "
+                "ON u.name=s.parent WHERE s.parenttype='Agent Rollout' "
                 "AND s.parentfield='servers' AND s.server=%s AND s.status='Pending' "
                 "AND u.status='Running' ORDER BY s.parent",
                 server,
@@ -492,10 +504,10 @@ class FrappeStore:
             found = frappe.db.sql(
                 f"SELECT DISTINCT o.parent, u.status, o.server FROM {ROW_TABLE} o "
                 f"JOIN {UPDATE_TABLE} u ON u.name=o.parent "
-                "WHERE o.parenttype='Agent Update' AND o.parentfield='servers' "
+                "WHERE o.parenttype='Agent Rollout' AND o.parentfield='servers' "
                 f"AND o.parent<>%s AND o.server IN (SELECT server FROM {ROW_TABLE} "
                 f"WHERE {ROW_WHERE} AND status NOT IN %s) "
                 "AND o.status NOT IN %s AND u.status NOT IN %s ORDER BY o.parent, o.server",
-                [name, name, ENDED, ENDED, FINAL],
+                [name, name, ENDED, ENDED, QUIET_UPDATES],
             )
         return [(r[0], r[1], r[2]) for r in found]

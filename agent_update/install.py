@@ -1,4 +1,4 @@
-"""Install hooks: the role that may read and run Agent Updates.
+"""Install hooks: the role that may read and run Agent Rollouts.
 
 Created before the doctypes are synced (their permissions name it) and
 checked again after every migrate, so a site that lost it gets it back.

@@ -15,8 +15,17 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_update.rollout import commands, planner, refs, rules, server_leases, stall
-from agent_update.rollout.errors import TransitionError, ValidationError
+from agent_update.rollout import (
+    approval,
+    commands,
+    history,
+    planner,
+    refs,
+    rules,
+    server_leases,
+    stall,
+)
+from agent_update.rollout.errors import AgentUpdateError, TransitionError, ValidationError
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.machines import Resolve
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
@@ -120,9 +129,13 @@ class Service:
     # ------------------------------------------------------------------ create
     def create(self, update: Update, rows: list[Row] | None = None) -> Update:
         """Insert a Draft update with its servers filled from the registry."""
+        rules.validate_deadline(update, self.clock())  # before any git work
+        servers = self.store.list_servers() if rows is None else []
+        if rows is None:
+            rules.validate_server_types(update, servers)
         update = self.prepare(update).copy(status=UpdateStatus.DRAFT)
         if rows is None:
-            rows = commands.rows_from_registry(update, self.store.list_servers())
+            rows = commands.rows_from_registry(update, servers)
         created = self.store.insert_update(update, rows)
         log.info("%s: created (%d servers, commit %s)", created.name, len(rows), update.commit[:12])
         return created
@@ -144,11 +157,16 @@ class Service:
         return update
 
     # ------------------------------------------------------------------- walk
-    def start(self, name: str) -> Update:
+    def start(self, name: str, user: str = "") -> Update:
+        """Start now; with approval required and none yet, record who asked and wait."""
         self.check_rollback_commit(self.store.get_update(name))  # git, outside the lock
         with self.store.locked(name):
             update = self.store.get_update(name)
+            if self._awaits_approval(update, user):
+                return self.store.get_update(name)
             rules.validate_update(update, need_commit=True)
+            if update.status is UpdateStatus.PENDING:
+                rules.validate_deadline(update, self.clock())
             started = commands.start(update, self.store.get_rows(name), self.clock())
             self.store.save_update(started, started.changed_fields(update))
             self._warn_overlap(started)
@@ -156,7 +174,32 @@ class Service:
         self.runner.kick(name)
         return self.store.get_update(name)
 
-    def start_if_ready(self, name: str, *, resume: bool = False) -> Update:
+    def _awaits_approval(self, update: Update, user: str) -> bool:
+        """Under the lock: True (and who asked recorded) when Start must wait for approval."""
+        if update.status is not UpdateStatus.PENDING or not update.approval_required:
+            return False
+        approval.check_start(update, user)
+        if not approval.waiting(update):
+            return False
+        asked = approval.request_start(update, user)
+        if asked.start_requested_by != update.start_requested_by:
+            self.store.save_update(asked, ["start_requested_by"])
+            log.info("%s: start asked by %s, awaiting approval", update.name, user or "?")
+        return True
+
+    def approve(self, name: str, user: str) -> Update:
+        """Record an approval by ``user``; a start already asked for goes ahead (or at start_at)."""
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            approved = approval.approve(update, user, self.clock())
+            self.store.save_update(approved, ["approved_by", "approved_at"])
+        log.info("%s: approved by %s", name, user)
+        due = approved.start_at is None or approved.start_at <= self.clock()
+        if approved.start_requested_by and approved.status is UpdateStatus.PENDING and due:
+            self.start(name, approved.start_requested_by)
+        return self.store.get_update(name)
+
+    def start_if_ready(self, name: str, *, resume: bool = False, user: str = "") -> Update:
         """Start a Pending update (resume a Paused one when asked), else leave it.
 
         The status is read under the lock, so two callers racing on one
@@ -172,10 +215,14 @@ class Service:
                 raise TransitionError(f"{name} is Draft: it needs a plan first (Build Plan)")
             if update.status is UpdateStatus.PLANNING:
                 raise TransitionError(f"{name} is being planned: wait for Build Plan to end")
+            if self._awaits_approval(update, user):
+                return self.store.get_update(name)
             if update.status is UpdateStatus.PENDING or (
                 resume and update.status is UpdateStatus.PAUSED
             ):
                 rules.validate_update(update, need_commit=True)
+                if update.status is UpdateStatus.PENDING:
+                    rules.validate_deadline(update, self.clock())
                 started = commands.start(update, self.store.get_rows(name), self.clock())
                 self.store.save_update(started, started.changed_fields(update))
                 log.info("%s: %s -> %s", name, update.status.value, started.status.value)
@@ -241,11 +288,69 @@ class Service:
         log.info("%s: split into %s", name, ", ".join(names))
         return names
 
+    # ------------------------------------------------------- history, undo
+    def delete(self, name: str, *, finished: bool = False) -> None:
+        """Remove a Draft or Pending update, or a finished one when asked; never one in flight.
+
+        A Pending update has touched no server yet; a finished one is history
+        and kept unless ``finished`` says otherwise.
+        """
+        with self.store.locked(name):
+            update = self.store.get_update(name)
+            if update.status.is_final and not finished:
+                raise TransitionError(
+                    f"{name} is {update.status.value}: finished updates are kept as history; "
+                    "delete it with --finished"
+                )
+            if not update.status.is_final and update.status not in history.DELETABLE_UNFINISHED:
+                raise TransitionError(
+                    f"{name} is {update.status.value}: only a Draft, Pending or finished update "
+                    "may be deleted (abort it first and let it end)"
+                )
+            if update.status is UpdateStatus.PENDING and self.store.tally(name, 0).started:
+                raise TransitionError(f"{name} has servers that started: abort it first")
+            self.store.delete_update(name)  # type: ignore[attr-defined]
+        log.info("%s: deleted (it was %s)", name, update.status.value)
+
+    def undo(self, name: str) -> tuple[list[Update], list[tuple[str, str]]]:
+        """New updates taking every server ``name`` changed back to what it ran before.
+
+        One update per commit to go back to (one, unless the servers ran
+        different commits before), with the original's settings, planned
+        (Build Plan) and left Pending for Start. Returns them and the servers
+        left out with why.
+        """
+        update = self.store.get_update(name)
+        plan = history.undo_plan(update, self.store.get_rows(name))
+        if not plan.groups:
+            why = "; ".join(f"{s}: {w}" for s, w in plan.left_out) or "no server was changed"
+            raise TransitionError(f"nothing to undo in {name} ({why})")
+        made = []
+        for commit, rows in plan.groups.items():
+            created = self.create(history.undo_update(update, commit), rows)
+            made.append(self.build_plan(created.name))
+            log.info("%s: undo of %s, %d servers back to %s", created.name, name, len(rows), commit)
+        return made, plan.left_out
+
     # --------------------------------------------------------------- watchdog
     def tick(self) -> list[str]:
         """Resume what dead workers left; nothing for healthy rollouts."""
         touched = []
         now = self.clock()
+        for name in self.store.scheduled_updates(now):
+            update = self.store.get_update(name)
+            if approval.waiting(update):
+                continue  # its start waits for an approval, whatever the time
+            try:
+                self.start_if_ready(name, user=update.start_requested_by)
+            except AgentUpdateError as exc:  # e.g. a rollback commit gone: say so, go on
+                log.warning("%s: scheduled start refused: %s", name, exc)
+                self.store.save_update(
+                    update.copy(why_stuck=f"scheduled start: {exc}"), ["why_stuck"]
+                )
+                continue
+            log.info("%s: started at its scheduled time", name)
+            touched.append(name)
         for name in self.store.unfinished_updates():
             update = self.store.get_update(name)
             if update.status is UpdateStatus.PLANNING:

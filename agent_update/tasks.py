@@ -55,8 +55,9 @@ def build_plan(name: str) -> None:
 
 
 def start(name: str) -> None:
+    """Start as the user who clicked (an approval, when required, comes from someone else)."""
     with _reported(name, "Start"):
-        get_service().start(name)
+        get_service().start(name, user=frappe.session.user)
 
 
 def force_continue(name: str) -> None:
@@ -117,7 +118,7 @@ def notify_stall(alert: Stall) -> None:
             "type": "Alert",
             "document_type": codec.UPDATE_DOCTYPE,
             "document_name": alert.name,
-            "subject": f"Agent Update {alert.name} stalled",
+            "subject": f"Agent Rollout {alert.name} stalled",
             "email_content": alert.message,
         },
     )

@@ -207,13 +207,20 @@ def test_the_deadline_starts_nothing_new_and_ends_with_its_reason():
 
 
 @settings(max_examples=200, deadline=None)
+def growing(items: list[str]) -> list[str]:
+    """Wave sizes as the rules accept them: counts, and shares, each non-decreasing."""
+    counts = iter(sorted(int(i) for i in items if not i.endswith("%")))
+    shares = iter(sorted(int(i[:-1]) for i in items if i.endswith("%")))
+    return [f"{next(shares)}%" if i.endswith("%") else str(next(counts)) for i in items]
+
+
 @given(
     n=st.integers(1, 30),
     lanes=st.integers(1, 6),
     wave_text=st.lists(
         st.one_of(st.integers(1, 6).map(str), st.integers(1, 60).map(lambda p: f"{p}%")),
         max_size=4,
-    ),
+    ).map(growing),
     threshold=st.sampled_from([0.0, 50.0, 95.0, 100.0]),
     action=st.sampled_from(list(GateAction)),
     fails=st.sets(st.integers(1, 30)),

@@ -65,7 +65,7 @@ def test_waves_and_abort_from_the_command_line(fleet, tmp_path):
     name = created.stdout.strip()
     assert cli(tmp_path, "plan", name).returncode == 0
     shown = cli(tmp_path, "status", name).stdout
-    assert "waves 1: now wave 1 of 1 (1 servers, 1 at once)" in shown
+    assert "waves 1: now wave 1 of 1 (1 server, 1 at once)" in shown
     ran = cli(tmp_path, "run", name)
     assert ran.returncode == 0, ran.stdout + ran.stderr
     on_good = all(fleet.running_commit(h) == fleet.commits.good for h in hosts)

@@ -12,6 +12,7 @@ logs (the engine's log on stderr).
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import traceback
 from pathlib import Path
@@ -54,6 +55,8 @@ def run(argv: list[str] | None = None) -> int:
         return _fail(str(exc), Exit.FAILED)
     except KeyboardInterrupt:
         return _fail("interrupted", Exit.INTERRUPTED)
+    except sqlite3.OperationalError as exc:  # read-only file or folder, locked, disk full
+        return _fail(database_problem(args.db, exc), Exit.FAILED)
     except Exception as exc:
         if args.debug:
             traceback.print_exc()
@@ -75,6 +78,19 @@ def _dispatch(args) -> int:
         return HANDLERS[args.command](Service(store, settings), args)
     finally:
         store.close()
+
+
+def database_problem(path: str, exc: sqlite3.OperationalError) -> str:
+    """One line that says what is wrong with the database file and what to do."""
+    text = str(exc)
+    if "readonly" in text or "read-only" in text:
+        return (
+            f"--db: {path} is read-only ({text}): this command writes; it needs write "
+            "access to the file and to its folder (SQLite keeps a journal beside it)"
+        )
+    if "locked" in text or "busy" in text:
+        return f"--db: {path} is locked by another process ({text}); try again when it is done"
+    return f"--db: {path}: {text}"
 
 
 def _fail(message: str, code: int) -> int:

@@ -9,6 +9,7 @@ by its type, before anything is opened.
 from __future__ import annotations
 
 import argparse
+import getpass
 import os
 import re
 import sys
@@ -23,6 +24,7 @@ from agent_update.cli.types import (  # noqa: F401 (re-exported)
     seconds,
     seconds_or_zero,
     server_status,
+    status_filter,
     text,
     whole,
 )
@@ -137,6 +139,13 @@ def server_values(args: argparse.Namespace) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------ parser
+def default_user() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):  # no login name (a container without /etc/passwd entry)
+        return ""
+
+
 def build_parser() -> Parser:
     parser = Parser(
         prog=PROG,
@@ -156,6 +165,12 @@ def build_parser() -> Parser:
         help="JSON file of engine settings (keys in docs/cli.md)",
     )
     parser.add_argument("--debug", action="store_true", help="print tracebacks of failures")
+    parser.add_argument(
+        "--user",
+        type=text,
+        default=os.environ.get("AGENT_UPDATE_USER") or default_user(),
+        help="who acts, recorded for approvals (default $AGENT_UPDATE_USER, else your login)",
+    )
     parser.add_argument(
         "--log-level",
         type=logs.level_name,
@@ -205,6 +220,9 @@ def build_parser() -> Parser:
         p.add_argument("name", help=UPDATE_NAME)
         if name == "run":
             p.add_argument("--resume", action="store_true", help="also resume a Paused update")
+            p.add_argument(
+                "--now", action="store_true", help="start now even if scheduled for later"
+            )
         p.add_argument("--json", action="store_true", help="the final update as JSON on stdout")
         p.add_argument(
             "--no-progress", action="store_true", help="no live progress even on a terminal"
@@ -243,6 +261,23 @@ def build_parser() -> Parser:
     abort.add_argument(
         "--no-progress", action="store_true", help="no live progress even on a terminal"
     )
+    listing = command("list", "list the updates, newest first")
+    listing.add_argument(
+        "--status", action="append", type=status_filter, help="only this status (repeatable)"
+    )
+    listing.add_argument("--limit", type=whole(1), metavar="N", help="at most N updates")
+    listing.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    past = command("history", "every update that named a server: from, to, how it ended")
+    past.add_argument("server", help="the server's name")
+    past.add_argument("--json", action="store_true", help="one JSON list, for scripts")
+    delete = command("delete", "delete a Draft, Pending or (with --finished) finished update")
+    delete.add_argument("name", help=UPDATE_NAME)
+    delete.add_argument("--finished", action="store_true", help="also a finished one (history)")
+    undo = command("undo", "take every server a finished update changed back to what it ran before")
+    undo.add_argument("name", help=UPDATE_NAME)
+    undo.add_argument("--json", action="store_true", help="the new updates as JSON")
+    approve = command("approve", "approve an update that requires it (by another person)")
+    approve.add_argument("name", help=UPDATE_NAME)
     command(
         "tick",
         "the watchdog: resume what a dead runner left, then wait for it; "
@@ -260,6 +295,10 @@ FIELD_FLAGS = {
     "server_types": "--server-type",
     "deadline_at": "--deadline",
     "deadline": "--deadline",
+    "start_at": "--start-at",
+    "server_pattern": "--servers",
+    "server_tags": "--tag",
+    "approval_required": "--require-approval",
 }
 
 

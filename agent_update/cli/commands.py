@@ -5,19 +5,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from dataclasses import replace
 from datetime import datetime
 
 from agent_update.cli.args import server_values
-from agent_update.cli.exits import CliError, Exit
-from agent_update.cli.follow import (
-    Abandoned,
-    Follower,
-    Interrupts,
-    settled,
-    wait_for_rows,
-)
+from agent_update.cli.exits import CliError, Exit, rollout_exit
+from agent_update.cli.follow import Interrupts, sleep_unless_interrupted
+from agent_update.cli.history_commands import HISTORY_HANDLERS
 from agent_update.cli.output import (
     LiveView,
     dump,
@@ -26,40 +20,14 @@ from agent_update.cli.output import (
     update_json,
     update_lines,
 )
+from agent_update.cli.run_commands import RUN_HANDLERS
+from agent_update.cli.showing import ramp_lines, show
 from agent_update.remote.agent_client import AgentEndpoint
 from agent_update.remote.resolve import addresses
-from agent_update.rollout import machines, rules, waves
+from agent_update.rollout import machines, rules
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import GateAction, Server, Update, UpdateStatus
 from agent_update.service import Service
-
-
-def show(service: Service, name: str, as_json: bool = False) -> Update:
-    update = service.store.get_update(name)
-    rows = service.store.get_rows(name)
-    if as_json:
-        data = update_json(update, rows)
-        if update.status in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
-            data["eta"] = service.eta(name).text(time.time())
-        dump(data)
-    else:
-        lines = update_lines(update, rows)
-        lines[1:1] = ramp_lines(service, update, rows)
-        print("\n".join(lines))
-    return update
-
-
-def ramp_lines(service: Service, update: Update, rows: list) -> list[str]:
-    """Why it paused, where the waves stand, and the ETA, under the update's line."""
-    lines = []
-    if update.pause_reason:
-        lines.append(f"  paused: {update.pause_reason}")
-    if update.waves and not update.status.is_final:
-        to_run = service.store.tally(update.name, 0).to_run
-        lines.append(f"  waves {update.waves}: now {waves.describe(update, to_run)}")
-    if update.status in (UpdateStatus.RUNNING, UpdateStatus.PAUSED):
-        lines.append(f"  ETA: {service.eta(update.name).text(time.time())}")
-    return lines
 
 
 # --------------------------------------------------------------- registry
@@ -91,9 +59,16 @@ def validate_server(server: Server, registry: list[Server] | None = None) -> Non
 
 def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
     store = service.store
-    if store.get_server(args.name) is not None:
+    existing = rules.same_name(store.list_servers(), args.name)
+    if existing is not None:
+        same = (
+            ""
+            if existing.name == args.name
+            else f" (as {existing.name!r}: names match whatever their case and spacing)"
+        )
         raise CliError(
-            f"server {args.name} exists; change it with: agent-update server-set {args.name} …",
+            f"server {existing.name} exists{same}; change it with: "
+            f"agent-update server-set {existing.name} …",
             Exit.REFUSED,
         )
     values = server_values(args)
@@ -101,7 +76,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
         if required not in values:
             raise CliError(f"server-add: --{required.replace('_', '-')} is required")
     password = agent_password(args)
-    server = Server(name=args.name, **values, agent_password=password or "")
+    server = Server(name=rules.normal_name(args.name), **values, agent_password=password or "")
     validate_server(server, store.list_servers())
     store.save_server(server)  # type: ignore[attr-defined]
     print(f"server {server.name} added")
@@ -110,7 +85,7 @@ def cmd_server_add(service: Service, args: argparse.Namespace) -> int:
 
 def cmd_server_set(service: Service, args: argparse.Namespace) -> int:
     store = service.store
-    server = store.get_server(args.name)
+    server = rules.same_name(store.list_servers(), args.name)
     if server is None:
         raise CliError(f"no server named {args.name}; add it with server-add", Exit.NOT_FOUND)
     changes = server_values(args)
@@ -166,17 +141,22 @@ def update_from_args(args: argparse.Namespace) -> Update:
         wave_gate_action=GateAction(args.wave_gate_action),
         deadline_at=deadline(args.deadline),
         stall_minutes=args.stall_minutes,
+        server_pattern=", ".join(args.servers or ()),
+        server_tags=", ".join(args.tag or ()),
+        start_at=deadline(args.start_at, "start_at"),
+        window=args.window or "",
+        approval_required=args.require_approval,
     )
 
 
-def deadline(text: str | None) -> float | None:
+def deadline(text: str | None, field: str = "deadline") -> float | None:
     """An ISO 8601 time (local time when it names no zone) -> epoch seconds."""
     if not text:
         return None
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError:
-        raise ValidationError("deadline", f"{text} is not a time like 2026-11-28T18:00") from None
+        raise ValidationError(field, f"{text} is not a time like 2026-11-28T18:00") from None
 
 
 def cmd_create(service: Service, args: argparse.Namespace) -> int:
@@ -211,28 +191,39 @@ def cmd_pause(service: Service, args: argparse.Namespace) -> int:
 
 
 def cmd_status(service: Service, args: argparse.Namespace) -> int:
+    """``--watch`` follows a Pending, Paused or Running update until it ends (or Ctrl-C)."""
     if not args.watch:
         show(service, args.name, args.json)
         return Exit.OK
     view = LiveView(sys.stdout)
     last: tuple = ()
-    while True:
-        update = service.store.get_update(args.name)
-        rows = service.store.get_rows(args.name)
-        lines = update_lines(update, rows)
-        # Off a terminal, print only when something other than a clock moved.
-        state = (update.status, update.halt_reason, [(r.status, r.reason) for r in rows])
-        if view.enabled and not args.json:
-            view.draw(lines)
-        elif state != last and not args.json:
-            print("\n".join(lines), flush=True)
-        last = state
-        if settled(update, rows):
-            break
-        time.sleep(args.interval)
+    interrupts = Interrupts()
+    with interrupts.installed():
+        while True:
+            update = service.store.get_update(args.name)
+            rows = service.store.get_rows(args.name)
+            lines = update_lines(update, rows)
+            lines[1:1] = ramp_lines(service, update, rows)
+            # Off a terminal, print only when something other than a clock moved.
+            state = (
+                update.status,
+                update.halt_reason,
+                update.pause_reason,
+                [(r.status, r.reason) for r in rows],
+            )
+            if view.enabled and not args.json:
+                view.draw(lines)
+            elif state != last and not args.json:
+                print("\n".join(lines), flush=True)
+            last = state
+            if update.status.is_final or update.status is UpdateStatus.DRAFT:
+                break
+            if sleep_unless_interrupted(interrupts, args.interval):
+                print(f"stopped watching {args.name} (it goes on)", file=sys.stderr)
+                return Exit.INTERRUPTED
     if args.json:
         dump(update_json(update, rows))
-    return Exit.OK
+    return Exit.OK if update.status is UpdateStatus.DRAFT else rollout_exit(update)
 
 
 def cmd_split(service: Service, args: argparse.Namespace) -> int:
@@ -241,93 +232,15 @@ def cmd_split(service: Service, args: argparse.Namespace) -> int:
     return Exit.OK
 
 
-# ------------------------------------------------------------ staying on
-def cmd_run(service: Service, args: argparse.Namespace) -> int:
-    """run / resume / force-continue: act, then follow until the rollout settles."""
-    name = args.name
-    current = service.store.get_update(name)
-    if args.command == "run":
-        if current.status is UpdateStatus.DRAFT:
-            raise CliError(f"{name} is Draft: run agent-update plan {name} first", Exit.REFUSED)
-        service.start_if_ready(name, resume=args.resume)
-        after = service.store.get_update(name)
-        if after.status is UpdateStatus.PAUSED and not args.resume:
-            print(
-                f"{name} is Paused; resume it with: agent-update run --resume {name}",
-                file=sys.stderr,
-            )
-    elif args.command == "resume":
-        service.resume(name)
-    else:
-        service.force_continue(name)
-    return follow_and_report(service, name, args)
-
-
-def follow_and_report(service: Service, name: str, args: argparse.Namespace) -> int:
-    view = LiveView(sys.stderr, enabled=False if args.no_progress else None)
-    interrupts = Interrupts()
-    with interrupts.installed():
-        follower = Follower(service, name, view, interrupts)
-        try:
-            final = follower.follow()
-        except Abandoned as stop:
-            servers = [service.store.get_row(n, i).server for n, i in stop.released]
-            handed = f"; handed back {', '.join(servers)}" if servers else ""
-            print(
-                f"stopped at once{handed}: agent-update run {name} resumes at once",
-                file=sys.stderr,
-            )
-            return Exit.INTERRUPTED
-    show(service, name, args.json)
-    if follower.stopped and not final.status.is_final:
-        print(
-            f"interrupted: servers not started yet stay Pending; agent-update run {name} goes on",
-            file=sys.stderr,
-        )
-        return Exit.INTERRUPTED
-    if final.status in (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS):
-        return Exit.ENDED_BADLY
-    if final.status is UpdateStatus.PAUSED:
-        print(f"paused; go on with: agent-update resume {name}", file=sys.stderr)
-    return Exit.OK
-
-
-def cmd_abort(service: Service, args: argparse.Namespace) -> int:
-    """Abort, then stay while servers in flight (and any rollbacks) finish."""
-    service.abort(args.name, rollback=args.rollback, reason=args.reason or "")
-    return follow_and_report(service, args.name, args)
-
-
-def cmd_tick(service: Service, args: argparse.Namespace) -> int:
-    touched = service.tick()
-    interrupts = Interrupts()
-    with interrupts.installed():
-        try:
-            wait_for_rows(service, LiveView(sys.stderr, enabled=False), interrupts)
-        except Abandoned:
-            print("stopped at once; leases handed back", file=sys.stderr)
-            return Exit.INTERRUPTED
-    print("resumed: " + (", ".join(touched) if touched else "nothing"))
-    if interrupts.count:
-        return Exit.INTERRUPTED
-    stalled = service.stalls()
-    for alert in stalled:
-        print(f"STALLED {alert.message}")
-    return Exit.STALLED if stalled else Exit.OK
-
-
 HANDLERS = {
     "server-add": cmd_server_add,
     "server-set": cmd_server_set,
     "server-list": cmd_server_list,
     "create": cmd_create,
     "plan": cmd_plan,
-    "run": cmd_run,
-    "resume": cmd_run,
-    "force-continue": cmd_run,
     "pause": cmd_pause,
     "status": cmd_status,
     "split": cmd_split,
-    "abort": cmd_abort,
-    "tick": cmd_tick,
+    **RUN_HANDLERS,
+    **HISTORY_HANDLERS,
 }

@@ -30,6 +30,20 @@ def add_create_parser(command) -> None:
         help="only servers of this registry type (repeat for several; default all)",
     )
     servers.add_argument("--exclude-self-hosted", action="store_true", help="leave those out")
+    servers.add_argument(
+        "--servers",
+        action="append",
+        type=text,
+        metavar="PATTERN",
+        help="only servers whose name matches this glob, e.g. 'web-*' (repeat: any matches)",
+    )
+    servers.add_argument(
+        "--tag",
+        action="append",
+        type=text,
+        metavar="TAG",
+        help="only servers carrying this tag (repeat: they must carry every one)",
+    )
     restart = create.add_argument_group("restarts (at least one; Redis needs the other two)")
     restart.add_argument("--no-restart-web", action="store_true", help="keep web workers running")
     restart.add_argument(
@@ -147,6 +161,23 @@ def _ramp_up_flags(create: argparse.ArgumentParser) -> None:
         "--deadline",
         metavar="TIME",
         help="no new server starts after this time (ISO 8601, e.g. 2026-11-28T18:00)",
+    )
+    ramp.add_argument(
+        "--start-at",
+        metavar="TIME",
+        help="start by itself at this time (ISO 8601; the watchdog tick starts it)",
+    )
+    ramp.add_argument(
+        "--window",
+        type=text,
+        metavar="WINDOW",
+        help="servers start only inside this maintenance window, in local time, e.g. "
+        "'22:00-04:00' or 'Mon-Fri 21:30-23:00'",
+    )
+    ramp.add_argument(
+        "--require-approval",
+        action="store_true",
+        help="Start by one person needs approval by another (agent-update approve)",
     )
     ramp.add_argument(
         "--stall-minutes",

@@ -201,3 +201,11 @@ def wait_for_rows(service: Service, view: LiveView, interrupts: Interrupts) -> N
             runner.stop_starting()
             view.say("stopping: no new server will start; press Ctrl-C again to stop at once")
         time.sleep(TICK)
+
+
+def sleep_unless_interrupted(interrupts: Interrupts, seconds: float) -> bool:
+    """Sleep ``seconds`` in short steps; True as soon as Ctrl-C or SIGTERM came."""
+    end = time.monotonic() + seconds
+    while not interrupts.count and time.monotonic() < end:
+        time.sleep(0.1)
+    return bool(interrupts.count)

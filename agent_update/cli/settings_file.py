@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 from dataclasses import fields
 from pathlib import Path
 from typing import Any, get_type_hints
 
 from agent_update.cli.exits import CliError, Exit
-from agent_update.rollout import refs
+from agent_update.rollout import refs, rules
 from agent_update.rollout.errors import AgentUpdateError
 from agent_update.rollout.model import EngineSettings
 
@@ -94,6 +95,8 @@ def _typed(source: Path, key: str, value: Any, hint: Any) -> Any:
         raise _error(source, key, f"must be {want}, got {json.dumps(value)} ({_kind(value)})")
     if hint is float:
         value = float(value)
+    if hint is float and not math.isfinite(value):  # json reads NaN and Infinity
+        raise _error(source, key, f"must be a finite number, got {json.dumps(value)}")
     if hint in (int, float):
         if key in POSITIVE and value <= 0:
             raise _error(source, key, f"must be greater than 0, got {value:g}")
@@ -121,6 +124,7 @@ def _read_named_file(source: Path, key: str, value: Any) -> str:
 def _check_values(source: Path, settings: EngineSettings) -> None:
     """What a type cannot say: refs are well formed, the key is a usable key."""
     try:
+        rules.validate_settings(settings)
         if settings.default_repo:
             refs.validate_repo_url(settings.default_repo, "default_repo")
         if settings.default_branch:

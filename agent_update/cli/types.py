@@ -4,17 +4,23 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
+
+from agent_update.rollout.model import UpdateStatus
 
 SERVER_STATUSES = ("Active", "Inactive", "Archived")
 
 
-def _number(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text}") from None
+_DECIMAL = re.compile(r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?", re.ASCII)
+
+
+def _number(text: str, unit: str = "seconds") -> float:
+    """A finite decimal number written in ASCII digits (no NaN, no infinity, no ٣)."""
+    if not _DECIMAL.fullmatch(text.strip()):
+        raise argparse.ArgumentTypeError(f"expected a number of {unit}, got {text}")
+    value = float(text)
     if not math.isfinite(value):
-        raise argparse.ArgumentTypeError(f"expected a finite number of seconds, got {text}")
+        raise argparse.ArgumentTypeError(f"expected a finite number of {unit}, got {text}")
     return value
 
 
@@ -37,10 +43,9 @@ def whole(low: int, high: int | None = None):
     """A whole number within ``low`` … ``high``."""
 
     def parse(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected a whole number, got {text}") from None
+        if not re.fullmatch(r"[+-]?[0-9]{1,12}", text.strip(), re.ASCII):
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text}")
+        value = int(text)
         if value < low or (high is not None and value > high):
             span = f"{low} or more" if high is None else f"within {low} … {high}"
             raise argparse.ArgumentTypeError(f"must be {span}, got {text}")
@@ -65,17 +70,27 @@ def server_status(value: str) -> str:
 
 def percent(value: str) -> float:
     """A percentage within 0 … 100."""
-    number = _number(value.strip().removesuffix("%"))
+    number = _number(value.strip().removesuffix("%"), "percent")
     if not 0 <= number <= 100:
         raise argparse.ArgumentTypeError(f"must be a percentage within 0 … 100, got {value}")
     return number
 
 
 def minutes_or_zero(value: str) -> float:
-    try:
-        number = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of minutes, got {value}") from None
-    if not math.isfinite(number) or number < 0:
+    number = _number(value, "minutes")
+    if number < 0:
         raise argparse.ArgumentTypeError(f"must be 0 minutes or more, got {value}")
     return number
+
+
+STATUS_NAMES = {s.value.lower(): s.value for s in UpdateStatus}
+
+
+def status_filter(text: str) -> str:
+    """An update status, any case (``partial success`` too); argparse's type."""
+    found = STATUS_NAMES.get(" ".join(text.split()).lower())
+    if found is None:
+        raise argparse.ArgumentTypeError(
+            f"must be one of {', '.join(s.value for s in UpdateStatus)}, got {text}"
+        )
+    return found

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from agent_update.rollout import targets
 from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.machine import restart_set
 from agent_update.rollout.model import (
@@ -27,10 +28,12 @@ from agent_update.rollout.running import RunningObs, stale_reason
 
 
 def eligible(server: Server, update: Update) -> bool:
-    """Active, of a chosen type, not opted out, self-hosted only if allowed."""
+    """Active, of a chosen type, named by the patterns, carrying the tags, not opted out."""
     if server.opted_out:
         return False
     if update.server_types and server.server_type not in update.server_types:
+        return False
+    if not targets.matches(server, update.server_pattern, update.server_tags):
         return False
     return not (update.exclude_self_hosted and server.self_hosted)
 
@@ -167,10 +170,14 @@ def start(update: Update, rows: list[Row], now: float) -> Update:
     )
 
 
+OPERATOR_PAUSE = "paused by an operator; Resume goes on"
+TEST_MODE_PAUSE = "test mode:"  # how the test-mode pause's reason begins (rollout.decide)
+
+
 def pause(update: Update) -> Update:
     if update.status is not UpdateStatus.RUNNING:
         raise TransitionError(f"Pause needs a Running update, not {update.status.value}")
-    return update.copy(status=UpdateStatus.PAUSED)
+    return update.copy(status=UpdateStatus.PAUSED, pause_reason=OPERATOR_PAUSE)
 
 
 def resume(update: Update) -> Update:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass, field
 
-from agent_update.rollout import waves
+from agent_update.rollout import schedule, waves
 from agent_update.rollout.budget import budget_reason
 from agent_update.rollout.model import GateAction, Row, RowStatus, Update, UpdateStatus
 from agent_update.rollout.tally import Tally, tally_from_rows
@@ -98,6 +98,11 @@ def decide(
         decision.changes.update(status=final_status(tally), ended_at=now)
         return decision
     if halted or update.status is UpdateStatus.PAUSED:
+        return decision
+    waiting = schedule.waiting_reason(update.window, now)
+    if waiting != update.waiting_reason:  # written when it changes, not at every look
+        decision.changes["waiting_reason"] = waiting
+    if waiting:  # outside the maintenance window: rows in flight finish, none starts
         return decision
 
     free = update.lanes - len(active)

@@ -11,8 +11,9 @@ import math
 from dataclasses import dataclass
 
 from agent_update.rollout import waves
-from agent_update.rollout.model import Update
+from agent_update.rollout.model import Update, UpdateStatus
 from agent_update.rollout.tally import RowTimes, Tally
+from agent_update.rollout.words import count
 
 
 @dataclass(frozen=True)
@@ -21,17 +22,19 @@ class Eta:
     per_server: float | None
     sample: int  # servers the mean is taken over
     rounds: float  # server lengths still to go, one after the other
+    paused: bool = False  # no clock runs while paused: the time left is work, not a time
 
     def text(self, now: float) -> str:
         if self.rounds == 0:
             return "nothing left to run"
+        rounds = count(self.rounds, "round")
         if self.seconds_left is None or self.per_server is None:
-            return f"{self.rounds:g} rounds to go; time per server unknown until one ends"
+            return f"{rounds} to go; time per server unknown until one ends"
         left = _duration(self.seconds_left)
-        return (
-            f"about {left} left ({self.rounds:g} rounds of "
-            f"{_duration(self.per_server)} per server, mean of {self.sample})"
-        )
+        how = f"{rounds} of {_duration(self.per_server)} per server, mean of {self.sample}"
+        if self.paused:
+            return f"paused: about {left} of work left once resumed ({how})"
+        return f"about {left} left ({how})"
 
 
 def _duration(seconds: float) -> str:
@@ -71,4 +74,4 @@ def rounds_left(update: Update, tally: Tally) -> float:
 def estimate(update: Update, tally: Tally, times: RowTimes) -> Eta:
     rounds = rounds_left(update, tally)
     seconds = None if times.mean is None else rounds * times.mean
-    return Eta(seconds, times.mean, times.count, rounds)
+    return Eta(seconds, times.mean, times.count, rounds, update.status is UpdateStatus.PAUSED)

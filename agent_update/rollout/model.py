@@ -114,6 +114,7 @@ class Server:
     status: str = "Active"
     disable_agent_update: bool = False
     self_hosted: bool = False
+    tags: str = ""  # comma-separated labels an update can select servers by (e.g. "eu, canary")
 
     @property
     def opted_out(self) -> bool:
@@ -187,6 +188,21 @@ class Update:
     abort_rollback: bool = False
     abort_reason: str = ""
     stall_notified_at: float | None = None
+    # Targets beyond the server type: name patterns (globs, comma-separated; any
+    # matches) and tags (comma-separated; a server must carry every one).
+    server_pattern: str = ""
+    server_tags: str = ""
+    # Schedule: the update starts itself at start_at (epoch seconds; the watchdog
+    # tick starts it), and servers start only inside the maintenance window
+    # (rollout.schedule, e.g. "Mon-Fri 22:00-04:00"); why nothing starts now.
+    start_at: float | None = None
+    window: str = ""
+    waiting_reason: str = ""
+    # Approval: Start by one person needs approval by another (rollout.approval).
+    approval_required: bool = False
+    start_requested_by: str = ""
+    approved_by: str = ""
+    approved_at: float | None = None
     # State
     status: UpdateStatus = UpdateStatus.DRAFT
     halted: bool = False
@@ -210,7 +226,7 @@ class Update:
 
 @dataclass
 class Row:
-    """One server in one rollout (Agent Update Server)."""
+    """One server in one rollout (Agent Rollout Server)."""
 
     idx: int
     server: str

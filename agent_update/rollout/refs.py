@@ -9,6 +9,7 @@ Pure: no I/O.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from urllib.parse import urlsplit
 
@@ -235,10 +236,20 @@ def validate_unix_user(value: object, field: str = "agent_user") -> str:
 
 
 def validate_host(value: object, field: str = "host") -> str:
-    """A DNS name or an IPv4 address: it reaches SSH and the known hosts lookup."""
+    """A DNS name, an IPv4 or an IPv6 address: it reaches SSH and the known hosts lookup.
+
+    An IPv6 address is kept bare and compressed (``::1``, not ``[::1]``): the
+    brackets belong to URLs and to ``[host]:port`` in known hosts, added there.
+    """
     text = _text(value, field, "host").strip()
     if not text:
         raise ValidationError(field, "host is empty")
+    if ":" in text:
+        bare = text[1:-1] if text.startswith("[") and text.endswith("]") else text
+        try:
+            return str(ipaddress.IPv6Address(bare))
+        except ValueError:
+            raise ValidationError(field, f"{text!r} is not an IPv6 address") from None
     if _IPV4.fullmatch(text):
         if any(int(part) > 255 for part in text.split(".")):
             raise ValidationError(field, f"{text!r} is not an IPv4 address")
@@ -246,6 +257,15 @@ def validate_host(value: object, field: str = "host") -> str:
     if not _HOSTNAME.fullmatch(text) or text.replace(".", "").isdigit():
         raise ValidationError(field, f"{text!r} is not a host name or IPv4 address")
     return text
+
+
+def _netloc(netloc: str) -> tuple[str, str]:
+    """Host and port of a URL's netloc; an IPv6 host keeps its brackets (``[::1]:8000``)."""
+    if netloc.startswith("["):
+        host, _, rest = netloc.partition("]")
+        return host + "]", rest.removeprefix(":")
+    host, _, port = netloc.partition(":")
+    return host, port
 
 
 def validate_port(value: object, field: str = "ssh_port") -> int:
@@ -262,16 +282,21 @@ def validate_agent_url(value: object, field: str = "agent_url") -> str:
     _check_controls(text, field, "agent URL")
     if len(text) > MAX_URL_LEN:
         raise ValidationError(field, f"agent URL is longer than {MAX_URL_LEN} characters")
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError as exc:  # e.g. "Invalid IPv6 URL" for an unclosed [
+        raise ValidationError(field, f"agent URL {text!r}: {exc}") from None
     if parts.scheme not in ("http", "https"):
         raise ValidationError(field, f"agent URL {text!r} must start with http:// or https://")
     if "@" in parts.netloc:
         raise ValidationError(field, "agent URL must not carry credentials (use the password)")
     if parts.query or parts.fragment or "?" in text or "#" in text:
         raise ValidationError(field, f"agent URL {text!r} must not have a query or fragment")
-    host, _, port = parts.netloc.partition(":")
+    host, port = _netloc(parts.netloc)
+    if host.startswith("[") != host.endswith("]"):
+        raise ValidationError(field, f"agent URL {text!r}: host {host!r} is not valid")
     validate_host(host, field)
-    if port and not (port.isdigit() and 0 < int(port) < 65536):
+    if port and not (port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise ValidationError(field, f"agent URL {text!r}: port {port!r} is not valid")
     if not _URL_PATH.fullmatch(parts.path) or ".." in parts.path.split("/"):
         raise ValidationError(field, f"agent URL {text!r}: path {parts.path!r} is not valid")

@@ -7,9 +7,13 @@ Every error names the field the operator must fix.
 
 from __future__ import annotations
 
-from agent_update.rollout import budget, refs, waves
+import math
+import time
+from collections.abc import Iterable
+
+from agent_update.rollout import budget, refs, schedule, targets, waves
 from agent_update.rollout.errors import ValidationError
-from agent_update.rollout.model import EngineSettings, Server, Update
+from agent_update.rollout.model import EngineSettings, Server, Update, UpdateStatus
 
 MAX_LANES = 200
 MIN_VERDICT_WINDOW = 5.0  # seconds; supervisor's startsecs is 1 by default
@@ -84,6 +88,9 @@ def validate_config(update: Update) -> None:
     if update.test_mode and update.test_mode_count < 1:
         raise ValidationError("test_mode_count", "must be at least 1 in test mode")
     waves.validate(update)
+    schedule.validate(update.start_at, update.window)
+    targets.validate_patterns(update.server_pattern)
+    targets.tags_of(update.server_tags, "server_tags")
     if update.stall_minutes < 0:
         raise ValidationError("stall_minutes", "must not be negative (0: no stall alert)")
 
@@ -94,9 +101,75 @@ def validate_update(update: Update, *, need_commit: bool = False) -> None:
     validate_config(update)
 
 
+def validate_deadline(update: Update, now: float) -> None:
+    """A deadline, when set, must lie ahead: past it nothing starts (the run would do nothing).
+
+    So must a scheduled start, and it must come before the deadline.
+    """
+    if update.deadline_at is not None and update.deadline_at <= now:
+        when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(update.deadline_at))
+        raise ValidationError("deadline_at", f"{when} has already passed; set a time in the future")
+    if update.start_at is not None and update.status is UpdateStatus.DRAFT:
+        if update.start_at <= now:
+            when = time.strftime("%Y-%m-%d %H:%M:%S %Z", time.localtime(update.start_at))
+            raise ValidationError(
+                "start_at", f"{when} has already passed; set a time in the future"
+            )
+        if update.deadline_at is not None and update.start_at >= update.deadline_at:
+            raise ValidationError("start_at", "must come before the deadline")
+
+
+def validate_server_types(update: Update, servers: Iterable[Server]) -> None:
+    """Each server type asked for is one the registry has (a typo selects no server)."""
+    known = sorted({s.server_type for s in servers})
+    for kind in update.server_types:
+        if kind not in known:
+            have = ", ".join(known) if known else "none: the registry is empty"
+            raise ValidationError(
+                "server_types", f"no server of type {kind!r} in the registry (types: {have})"
+            )
+
+
 def _positive(value: float, field: str) -> None:
     if not value or value <= 0:
         raise ValidationError(field, "must be greater than zero")
+
+
+# The engine settings' numbers: finite, and within what a runner can live with
+# (a zero poll interval spins, a 10^12-wide Build Plan opens 10^12 threads).
+SETTING_RANGES: dict[str, tuple[float, float, str]] = {
+    "poll_interval": (0.01, 60.0, "seconds"),
+    "probe_timeout": (0.1, 300.0, "seconds"),
+    "connect_timeout": (0.1, 300.0, "seconds"),
+    "lease_ttl": (1.0, 86400.0, "seconds"),
+    "plan_concurrency": (1, 1024, "servers at once"),
+}
+
+
+def validate_settings(settings: EngineSettings) -> None:
+    """Every number of the engine settings finite and in its range, naming the key."""
+    for key, (low, high, unit) in SETTING_RANGES.items():
+        value = getattr(settings, key)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValidationError(key, f"must be a number of {unit}, got {value!r}")
+        if not math.isfinite(value) or not low <= value <= high:
+            raise ValidationError(key, f"must be within {low:g} … {high:g} {unit}, got {value!r}")
+
+
+def normal_name(name: str) -> str:
+    """A server name as stored: trimmed, inner runs of spaces made one."""
+    return " ".join(name.split())
+
+
+def name_key(name: str) -> str:
+    """What two names must differ in to be two servers: not case, not spacing."""
+    return normal_name(name).casefold()
+
+
+def same_name(servers: Iterable[Server], name: str) -> Server | None:
+    """The registry entry whose name matches ``name`` but for case and spacing, or None."""
+    key = name_key(name)
+    return next((s for s in servers if name_key(s.name) == key), None)
 
 
 def validate_server(server: Server) -> Server:
@@ -106,7 +179,7 @@ def validate_server(server: Server) -> Server:
     behind the rules' back still never reaches a server. Returns the server
     with its values normalised (trimmed, no trailing slash).
     """
-    name = (server.name or "").strip()
+    name = normal_name(server.name or "")
     if not name:
         raise ValidationError("name", "is required")
     if any(ord(ch) < 32 for ch in name):
@@ -119,4 +192,5 @@ def validate_server(server: Server) -> Server:
         agent_user=refs.validate_unix_user(server.agent_user, "agent_user"),
         agent_dir=refs.validate_agent_dir(server.agent_dir, "agent_dir"),
         agent_url=refs.validate_agent_url(server.agent_url, "agent_url"),
+        tags=", ".join(targets.tags_of(server.tags)),
     )

@@ -39,7 +39,9 @@ SQLITE_SCHEMA = (
     # waiting_for() runs at every row's end: it must not scan every row.
     'CREATE INDEX IF NOT EXISTS rows_by_server ON rows ("server", status)',
 )
-FINAL_UPDATES = tuple(sorted(s.value for s in FINAL_UPDATE_STATUSES))
+# Updates that hold no server: finished, or a Draft (not planned, nothing runs).
+# The overlap warning never names these.
+QUIET_UPDATES = tuple(sorted({s.value for s in FINAL_UPDATE_STATUSES} | {"Draft"}))
 ENDED_ROWS = tuple(sorted(s.value for s in ENDED_ROW_STATUSES))
 
 
@@ -180,14 +182,14 @@ class SqliteServerLeases:
 
     def overlaps(self, name: str) -> list[Overlap]:
         ended = ", ".join("?" for _ in ENDED_ROWS)
-        final = ", ".join("?" for _ in FINAL_UPDATES)
+        final = ", ".join("?" for _ in QUIET_UPDATES)
         found = self._read(
             "SELECT DISTINCT o.update_name, u.status, o.server FROM rows o "  # noqa: S608
             "JOIN updates u ON u.name=o.update_name "
             "WHERE o.update_name<>? AND o.server IN (SELECT server FROM rows "
             f"WHERE update_name=? AND status NOT IN ({ended})) "
             f"AND o.status NOT IN ({ended}) AND u.status NOT IN ({final}) ORDER BY 1, 3",
-            [name, name, *ENDED_ROWS, *ENDED_ROWS, *FINAL_UPDATES],
+            [name, name, *ENDED_ROWS, *ENDED_ROWS, *QUIET_UPDATES],
         )
         return [(r[0], r[1], r[2]) for r in found]
 

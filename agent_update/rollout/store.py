@@ -27,6 +27,7 @@ from agent_update.rollout.sqlite_codec import (
 )
 from agent_update.rollout.sqlite_codec import marks as _marks
 from agent_update.rollout.sqlite_codec import quote as _q
+from agent_update.rollout.sqlite_history import SqliteHistory
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
 
 
@@ -61,6 +62,9 @@ class Store(ServerLeases, Protocol):
     def get_server(self, name: str) -> Server | None: ...
     def list_servers(self) -> list[Server]: ...
     def unfinished_updates(self) -> list[str]: ...
+    def scheduled_updates(self, now: float) -> list[str]:
+        """Pending updates whose scheduled start has come."""
+        ...
 
 
 # ------------------------------------------------------------------- SQLite
@@ -91,7 +95,7 @@ COUNT_TRIGGERS = (
 )
 
 
-class SqliteStore(SqliteServerLeases):
+class SqliteStore(SqliteServerLeases, SqliteHistory):
     """The embedded store: one file in WAL mode, one connection per process.
 
     Threads share the connection under a re-entrant lock (SQLite serialises

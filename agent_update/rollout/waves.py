@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from agent_update.rollout.errors import ValidationError
 from agent_update.rollout.model import Update
 from agent_update.rollout.tally import Tally
+from agent_update.rollout.words import count
 
 MAX_WAVES = 20
-_ITEM = re.compile(r"^(\d+)(%?)$")
+MAX_WAVE_SIZE = 100_000  # servers in one wave: far past any fleet, well inside an int
+_ITEM = re.compile(r"^([0-9]+)(%?)$", re.ASCII)
 
 
 @dataclass(frozen=True)
@@ -62,8 +64,33 @@ def parse_waves(text: str, field: str = "waves") -> tuple[WaveSize, ...]:
         else:
             if number < 1:
                 raise ValidationError(field, f"{item}: a wave holds at least one server")
+            if number > MAX_WAVE_SIZE:
+                raise ValidationError(
+                    field, f"{item}: a wave holds at most {MAX_WAVE_SIZE:,} servers"
+                )
             sizes.append(WaveSize(count=number))
+    _check_growing(sizes, field)
     return tuple(sizes)
+
+
+def _check_growing(sizes: list[WaveSize], field: str) -> None:
+    """Waves ramp up: a count after a larger count (or a share after a larger share) shrinks.
+
+    Counts and percentages are compared only with their own kind: which of
+    ``5`` and ``10%`` is larger depends on the fleet, known only at Build Plan.
+    """
+    last: dict[bool, WaveSize] = {}
+    for size in sizes:
+        kind = bool(size.percent)
+        before = last.get(kind)
+        value = size.percent if kind else size.count
+        if before is not None and value < (before.percent if kind else before.count):
+            raise ValidationError(
+                field,
+                f"waves ramp up: {size} after {before} would shrink the rollout "
+                "(list sizes in non-decreasing order; the rest runs up to the lanes)",
+            )
+        last[kind] = size
 
 
 def validate(update: Update) -> None:
@@ -116,4 +143,7 @@ def describe(update: Update, to_run: int) -> str:
     if not sizes or update.wave > len(sizes):
         return f"the rest, up to {update.lanes} lanes"
     size = sizes[update.wave - 1].size(to_run)
-    return f"wave {update.wave} of {len(sizes)} ({size} servers, {min(size, update.lanes)} at once)"
+    return (
+        f"wave {update.wave} of {len(sizes)} "
+        f"({count(size, 'server')}, {min(size, update.lanes)} at once)"
+    )

@@ -132,7 +132,7 @@ class FleetCase(FrappeTestCase):
         frappe.db.rollback()
         names = cls.updates_of_class()
         # A failed test may leave one Running: end it so it can go (and no tick resumes it).
-        frappe.db.sql("UPDATE `tabAgent Update` SET status='Failure' WHERE name IN %s", [names])
+        frappe.db.sql("UPDATE `tabAgent Rollout` SET status='Failure' WHERE name IN %s", [names])
         for name in names:
             frappe.delete_doc(codec.UPDATE_DOCTYPE, name, force=True, ignore_permissions=True)
         for name in frappe.get_all(
@@ -148,7 +148,7 @@ class FleetCase(FrappeTestCase):
         """Updates of this class's server types, all starting with SERVER_TYPE."""
         return frappe.db.sql_list(
             "SELECT DISTINCT parent FROM `tabAgent Update Server Type` "
-            "WHERE server_type LIKE %s AND parenttype='Agent Update'",
+            "WHERE server_type LIKE %s AND parenttype='Agent Rollout'",
             cls.SERVER_TYPE + "%",
         ) or [""]
 
@@ -158,7 +158,7 @@ class FleetCase(FrappeTestCase):
 
     # ---------------------------------------------------------- helpers
     def new_update(self, commit: str = "", hosts: int | None = None, **fields: Any) -> Any:
-        """Insert an Agent Update of this class's servers (the first ``hosts`` only)."""
+        """Insert an Agent Rollout of this class's servers (the first ``hosts`` only)."""
         values = {
             "doctype": codec.UPDATE_DOCTYPE,
             "commit_hash": commit,

@@ -68,7 +68,7 @@ class TestFrappeStore(FleetCase):
         final = self.load(doc.name)
         self.assertEqual(final.status, "Success")
         self.assertEqual({r.status for r in final.servers}, {"Success"})
-        row_writes = [s for s in statements if "UPDATE `tabAgent Update Server`" in s]
+        row_writes = [s for s in statements if "UPDATE `tabAgent Rollout Server`" in s]
         for sql in row_writes:  # every row write names one row
             self.assertRegex(sql, r"idx=%s", sql)
         return {
@@ -130,7 +130,7 @@ class TestFrappeStore(FleetCase):
         again = store.get_row(doc.name, 1)
         self.assertAlmostEqual(again.started_at, stamp, places=5)
         self.assertAlmostEqual(again.deadline, stamp + 5, places=5)
-        shown = frappe.db.get_value("Agent Update Server", {"parent": doc.name}, "start")
+        shown = frappe.db.get_value("Agent Rollout Server", {"parent": doc.name}, "start")
         self.assertEqual(type(shown).__name__, "datetime")
 
     def test_nobody_without_the_role_reads_or_runs_anything(self) -> None:
@@ -139,7 +139,7 @@ class TestFrappeStore(FleetCase):
         manager = _user("agent-update-manager@example.com", ["Agent Update Manager"])
         try:
             frappe.set_user(outsider)
-            for doctype in ("Agent Update", "Agent Server", "Agent Update Settings"):
+            for doctype in ("Agent Rollout", "Agent Server", "Agent Update Settings"):
                 self.assertFalse(frappe.has_permission(doctype, "read"), doctype)
             for call in (
                 lambda: api.build_plan(doc.name, now=True),
@@ -154,7 +154,7 @@ class TestFrappeStore(FleetCase):
                 with self.assertRaises(frappe.PermissionError):
                     call()
             frappe.set_user(manager)
-            self.assertTrue(frappe.has_permission("Agent Update", "write", doc=doc.name))
+            self.assertTrue(frappe.has_permission("Agent Rollout", "write", doc=doc.name))
             self.assertEqual(api.summary(doc.name)["status"], "Draft")
             with self.assertRaises(frappe.ValidationError):  # allowed, but not now
                 api.pause(doc.name)
@@ -189,7 +189,7 @@ def _from_another_connection(name: str, idx: int) -> str:
         try:
             frappe.connect()
             found = frappe.db.sql(
-                "SELECT lease_owner FROM `tabAgent Update Server` WHERE parent=%s AND idx=%s",
+                "SELECT lease_owner FROM `tabAgent Rollout Server` WHERE parent=%s AND idx=%s",
                 [name, idx],
             )
             seen["owner"] = found[0][0]

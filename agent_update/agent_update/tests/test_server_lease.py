@@ -43,7 +43,7 @@ class TestServerLease(FleetCase):
         self.assertEqual(self.load(second.name).overlap_warning, planned.overlap_warning)
         store = FrappeStore()
         self.assertEqual(store.waiting_for(self.server()), [])  # none is Running
-        frappe.db.sql("UPDATE `tabAgent Update` SET status='Running' WHERE name=%s", second.name)
+        frappe.db.sql("UPDATE `tabAgent Rollout` SET status='Running' WHERE name=%s", second.name)
         frappe.db.commit()
         self.assertEqual(store.waiting_for(self.server()), [second.name])
         (row,) = store.pending_on(second.name, [self.server(), "no such server"])

@@ -115,7 +115,7 @@ class WorkerCase(FleetCase):
         return worker
 
     def status(self, name: str) -> str:
-        return frappe.db.get_value("Agent Update", name, "status")
+        return frappe.db.get_value("Agent Rollout", name, "status")
 
     def row_statuses(self, name: str) -> list[tuple[str, str]]:
         return [(r.status, r.step) for r in self.load(name).servers]
@@ -177,7 +177,7 @@ class TestWithWorkers(WorkerCase):
 
         self.wait(
             lambda: (
-                frappe.db.get_value("Agent Update Server", victim.name, "lease_expires")
+                frappe.db.get_value("Agent Rollout Server", victim.name, "lease_expires")
                 < time.time()
             ),
             10,

@@ -1,4 +1,4 @@
-"""Agent Server: the registry an Agent Update lists its servers from."""
+"""Agent Server: the registry an Agent Rollout lists its servers from."""
 
 from __future__ import annotations
 

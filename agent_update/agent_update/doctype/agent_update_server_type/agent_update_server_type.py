@@ -1,4 +1,4 @@
-"""Agent Update Server Type: one server type an Agent Update includes."""
+"""Agent Update Server Type: one server type an Agent Rollout includes."""
 
 from frappe.model.document import Document
 

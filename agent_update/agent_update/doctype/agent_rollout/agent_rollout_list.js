@@ -1,4 +1,4 @@
-// Agent Update list: a coloured indicator per status, halted updates marked.
+// Agent Rollout list: a coloured indicator per status, halted updates marked.
 
 (() => {
 	const AGENT_UPDATE_COLORS = {
@@ -13,7 +13,7 @@
 		Aborted: "darkgrey",
 	};
 
-	frappe.listview_settings["Agent Update"] = {
+	frappe.listview_settings["Agent Rollout"] = {
 		add_fields: ["status", "progress", "halted", "aborted", "split_from"],
 		has_indicator_for_draft: true,
 

@@ -69,7 +69,7 @@ class TestAgentUpdateWaves(FleetCase):
         tasks.notify_stall(Stall(doc.name, 0.0, f"{doc.name}: no server ended in 7 min"))
         comments = frappe.get_all(
             "Comment",
-            filters={"reference_doctype": "Agent Update", "reference_name": doc.name},
+            filters={"reference_doctype": "Agent Rollout", "reference_name": doc.name},
             pluck="content",
         )
         self.assertIn(f"{doc.name}: no server ended in 7 min", comments)

@@ -1,4 +1,4 @@
-"""Agent Update under a real bench, against the loopback fleet (rows run inline).
+"""Agent Rollout under a real bench, against the loopback fleet (rows run inline).
 
 Every rollout test asserts what the agents really run afterwards
 (``fleet.running_commit``), not only what the rows say.
@@ -15,7 +15,7 @@ from agent_update.agent_update.tests.support import FleetCase
 from agent_update.frappe_service import get_service
 
 
-class TestAgentUpdate(FleetCase):
+class TestAgentRollout(FleetCase):
     SERVER_TYPE = "Loopback Inline"
 
     def test_save_fills_source_and_servers_and_checks_rules(self) -> None:
@@ -191,7 +191,7 @@ class TestAgentUpdate(FleetCase):
         pids = {n: p for n, (_s, p) in self.fleet.program_states(host).items()}
         self.fleet.set_commit(host, good)
         frappe.db.sql(
-            "UPDATE `tabAgent Update Server` SET status='Running', step='command_sent', "
+            "UPDATE `tabAgent Rollout Server` SET status='Running', step='command_sent', "
             "pids_before=%s, attempts=1, lease_owner='dead-worker', lease_expires=%s "
             "WHERE name=%s",
             [frappe.as_json(pids), time.time() + 600, first.name],
@@ -200,7 +200,7 @@ class TestAgentUpdate(FleetCase):
         self.assertEqual(tasks.tick(), [])  # a live lease: nothing to do
         self.assertEqual(self.load(doc.name).servers[0].step, "command_sent")
 
-        frappe.db.set_value("Agent Update Server", first.name, "lease_expires", time.time() - 1)
+        frappe.db.set_value("Agent Rollout Server", first.name, "lease_expires", time.time() - 1)
         frappe.db.commit()
         self.assertEqual(tasks.tick(), [doc.name])
         done = self.load(doc.name)

@@ -1,9 +1,9 @@
-"""Agent Update Server: one server's row in an Agent Update (engine: ``Row``)."""
+"""Agent Rollout Server: one server's row in an Agent Rollout (engine: ``Row``)."""
 
 from frappe.model.document import Document
 
 
-class AgentUpdateServer(Document):
+class AgentRolloutServer(Document):
     """Written by the runner one field set at a time (see frappe_store)."""
 
 
@@ -11,4 +11,4 @@ def on_doctype_update() -> None:
     """Runner writes go by (parent, idx): index them, so one write locks one row."""
     import frappe
 
-    frappe.db.add_index("Agent Update Server", ["parent", "idx"])
+    frappe.db.add_index("Agent Rollout Server", ["parent", "idx"])

@@ -1,4 +1,4 @@
-"""Agent Update: one rollout. The controller only translates to the engine.
+"""Agent Rollout: one rollout. The controller only translates to the engine.
 
 Save: defaults and rules come from the engine (``Service.prepare``: repo and
 branch from the settings, the commit and its message from the branch head,
@@ -49,7 +49,7 @@ class Stored:
     types: list[str] = field(default_factory=list)
 
 
-class AgentUpdate(Document):
+class AgentRollout(Document):
     def onload(self) -> None:
         """The engine's status lists, and the warning when the queue cannot carry the lanes."""
         from agent_update.api import form_statuses, queue_warning
@@ -125,10 +125,10 @@ class AgentUpdate(Document):
 def _read_locked(name: str) -> Stored:
     """Latest committed values, locked until this save commits (runner writes wait)."""
     parent = frappe.db.sql(
-        "SELECT * FROM `tabAgent Update` WHERE name=%s FOR UPDATE", name, as_dict=True
+        "SELECT * FROM `tabAgent Rollout` WHERE name=%s FOR UPDATE", name, as_dict=True
     )
     rows = frappe.db.sql(
-        "SELECT * FROM `tabAgent Update Server` WHERE parent=%s AND parenttype='Agent Update' "
+        "SELECT * FROM `tabAgent Rollout Server` WHERE parent=%s AND parenttype='Agent Rollout' "
         "AND parentfield='servers' FOR UPDATE",
         name,
         as_dict=True,
@@ -139,7 +139,7 @@ def _read_locked(name: str) -> Stored:
     return Stored(parent=parent[0] if parent else {}, rows={r.name: r for r in rows}, types=types)
 
 
-def _keep_engine_state(doc: AgentUpdate, stored: Stored) -> None:
+def _keep_engine_state(doc: AgentRollout, stored: Stored) -> None:
     for name in codec.ENGINE_UPDATE_FIELDS:
         column = codec.UPDATE_COLUMNS[name].column
         doc.set(column, stored.parent.get(column))
@@ -160,7 +160,7 @@ def _row_key(row: Any) -> tuple[str, str]:
     return (row.get("server") or "", row.get("server_type") or "")
 
 
-def _refuse_stale_rows(doc: AgentUpdate, stored: Stored) -> None:
+def _refuse_stale_rows(doc: AgentRollout, stored: Stored) -> None:
     """A row the database no longer has: the form predates Split or Build Plan."""
     gone = [r for r in doc.servers if not _is_new_row(r) and r.name not in stored.rows]
     if gone:
@@ -175,7 +175,7 @@ def _refuse_stale_rows(doc: AgentUpdate, stored: Stored) -> None:
         )
 
 
-def _refuse_planned_row_edits(doc: AgentUpdate, stored: Stored) -> None:
+def _refuse_planned_row_edits(doc: AgentRollout, stored: Stored) -> None:
     """Pending: a server may be left out of the plan, not added or changed."""
     added = [r.server for r in doc.servers if _is_new_row(r)]
     changed = [
@@ -192,7 +192,7 @@ def _refuse_planned_row_edits(doc: AgentUpdate, stored: Stored) -> None:
         )
 
 
-def _refuse_changes(doc: AgentUpdate, stored: Stored) -> None:
+def _refuse_changes(doc: AgentRollout, stored: Stored) -> None:
     """Once started, nothing an operator types may reach the engine's inputs."""
     before = codec.update_from(stored.parent, stored.types)
     after = codec.update_from_doc(doc)

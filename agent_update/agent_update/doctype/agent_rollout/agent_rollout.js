@@ -1,4 +1,4 @@
-// Agent Update form: the buttons of each status, a live progress bar, rows
+// Agent Rollout form: the buttons of each status, a live progress bar, rows
 // redrawn as the runner changes them. Realtime events redraw at once; a poll
 // of agent_update.api.state keeps the form in step in every unfinished status
 // whether or not the socket is connected (a missed event, no socket.io
@@ -63,7 +63,7 @@
 		reported_commit: short_commit,
 	};
 
-	frappe.ui.form.on("Agent Update", {
+	frappe.ui.form.on("Agent Rollout", {
 		setup(frm) {
 			frm.set_indicator_formatter("server", (row) => ROW_COLORS[row.status] || "gray");
 		},
@@ -239,7 +239,7 @@
 						default: 2,
 						reqd: 1,
 						description: __(
-							"Between 2 and {0}. This update keeps the first batch; each other batch becomes a new Pending Agent Update linked to this one.",
+							"Between 2 and {0}. This update keeps the first batch; each other batch becomes a new Pending Agent Rollout linked to this one.",
 							[rows]
 						),
 					},
@@ -302,7 +302,7 @@
 			// tooltip, commits short with the full hash. Set on the doctype's fields (copied
 			// for documents loaded later) and on this grid's rows, which format with their own
 			// copies and pass the row.
-			const map = frappe.meta.docfield_map["Agent Update Server"] || {};
+			const map = frappe.meta.docfield_map["Agent Rollout Server"] || {};
 			const grid = frm.fields_dict.servers && frm.fields_dict.servers.grid;
 			let changed = false;
 			Object.keys(FORMATTERS).forEach((fieldname) => {
@@ -355,7 +355,7 @@
 			if (frm.__agent_update_listening) return;
 			frm.__agent_update_listening = true;
 			frappe.realtime.on("agent_update_row", (data) => {
-				if (!data || data.name !== frm.doc.name || frm.doctype !== "Agent Update") return;
+				if (!data || data.name !== frm.doc.name || frm.doctype !== "Agent Rollout") return;
 				frm.__agent_update_heard = Date.now();
 				const row = (frm.doc.servers || []).find((r) => r.idx === data.row.idx);
 				if (!row) return;
@@ -364,7 +364,7 @@
 				agent_update.progress(frm);
 			});
 			frappe.realtime.on("agent_update_status", (data) => {
-				if (!data || data.name !== frm.doc.name || frm.doctype !== "Agent Update") return;
+				if (!data || data.name !== frm.doc.name || frm.doctype !== "Agent Rollout") return;
 				frm.__agent_update_heard = Date.now();
 				if (!frm.is_dirty()) frm.reload_doc();
 			});
@@ -380,7 +380,7 @@
 			const name = frm.doc.name;
 			frm.__agent_update_timer = setTimeout(() => {
 				const route = frappe.get_route();
-				if (!route || route[1] !== "Agent Update" || route[2] !== name) return; // left
+				if (!route || route[1] !== "Agent Rollout" || route[2] !== name) return; // left
 				frappe
 					.xcall("agent_update.api.state", { name })
 					.then((state) => agent_update.sync(frm, state))
