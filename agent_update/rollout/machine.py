@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from agent_update.rollout import verdicts
+from agent_update.rollout import min_healthy, verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -249,31 +249,44 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
         agent_status=AgentStatus.ACTIVE if obs.pong else AgentStatus.INACTIVE,
         reported_commit=obs.commit or row.reported_commit,
     )
+    before = json.loads(row.pids_before or "{}")
+    restart = restart_set(update, before)
     quick = ""
-    if row.command_ended_at is not None and obs.programs is not None:
-        since = now - row.command_ended_at
+    history: verdicts.History = {}
+    since_end = None if row.command_ended_at is None else now - row.command_ended_at
+    if since_end is not None and obs.programs is not None:
         seen = verdicts.load(row.seen_after)
-        history = verdicts.record(seen, obs.programs, since)
+        history = verdicts.record(seen, obs.programs, since_end, obs.uptimes)
         row = row.copy(seen_after=verdicts.dump(history))
         if verdicts.total_deaths(history) > verdicts.total_deaths(seen):
             row = row.copy(healthy_since=None)  # a program died: the bake starts over
-        quick = verdicts.crash_loop(history, obs.pong, since)
+        quick = verdicts.crash_loop(history, obs.pong, since_end) or min_healthy.died_young(
+            history, restart, update.min_healthy_time
+        )
         if not quick and not healthy:
-            before = json.loads(row.pids_before or "{}")
-            quick = verdicts.not_restarted(
-                restart_set(update, before), before, obs.programs
-            ) or verdicts.still_down(history, obs.programs, since, update.verdict_window)
+            quick = verdicts.not_restarted(restart, before, obs.programs) or verdicts.still_down(
+                history, obs.programs, since_end, update.verdict_window
+            )
     if quick:
         if row.reason and not rolling_back(row):  # e.g. "command exited 1": say both
             quick = f"{quick} ({row.reason})"
         return fail(update, row, quick, now, obs.programs)
     if healthy:
         since = row.healthy_since if row.healthy_since is not None else now
-        if now - since >= update.bake_time:
-            status = RowStatus.ROLLED_BACK if rolling_back(row) else RowStatus.SUCCESS
-            why = f"failed, rolled back: {row.reason}" if rolling_back(row) else ""
-            why = row.reason if row.reason == ABORT_ROLLBACK else why
-            return _end(row, status, now, why)
+        young = min_healthy.too_young(
+            restart,
+            obs.programs or {},
+            obs.uptimes,
+            history,
+            since_end,
+            now - since,
+            update.min_healthy_time,
+        )
+        if not young and now - since >= update.bake_time:
+            return _verified(update, row, before, obs, now)
+        # Bounded: a healthy program reaches the minimum within it after the deadline.
+        if young and row.deadline is not None and now >= row.deadline + update.min_healthy_time:
+            return fail(update, row, f"never healthy for long enough: {young}", now, obs.programs)
         return row.copy(healthy_since=since)
     row = row.copy(healthy_since=None)
     gave_up = any(state == "FATAL" for state, _ in (obs.programs or {}).values())
@@ -282,6 +295,15 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
     if gave_up:  # supervisor stopped retrying it: waiting longer is pointless
         reason = f"{not_running(obs.programs or {})} (supervisor gave up on it); {reason}"
     return fail(update, row, reason, now, obs.programs)
+
+
+def _verified(update: Update, row: Row, before: dict, obs: ProbeObs, now: float) -> Row:
+    """Healthy for long enough: Success (saying what still runs old code) or Rolled Back."""
+    if rolling_back(row):
+        why = row.reason if row.reason == ABORT_ROLLBACK else f"failed, rolled back: {row.reason}"
+        return _end(row, RowStatus.ROLLED_BACK, now, why)
+    old = verdicts.old_code(restart_set(update, before), before, obs.programs or {})
+    return _end(row, RowStatus.SUCCESS, now, old)
 
 
 def fail(

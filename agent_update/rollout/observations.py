@@ -43,3 +43,5 @@ class ProbeObs:
     services_reason: str = ""
     programs: Programs | None = None
     error: str = ""
+    # Seconds each RUNNING program has been up (supervisor's uptime); None: not shown.
+    uptimes: dict[str, float] | None = None
