@@ -100,7 +100,11 @@ class ServerLink:
     # the three steps
     def precheck(self) -> PrecheckObs:
         try:
-            programs, output = self.status()
+            # One look: program pids and uptimes, and HEAD's moves (the rollback target).
+            look = runtime.command(self.server.agent_dir, self.connector.settings.status_command)
+            seen = self._run_as_agent(look, STATUS_TIMEOUT).output
+            output = runtime.status_text(seen)
+            programs = _programs(output)
             if not programs:
                 # Say what the status command printed: "Permission denied",
                 # "a password is required", a missing supervisorctl …
@@ -109,7 +113,7 @@ class ServerLink:
             commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
         except Exception as exc:
             return PrecheckObs(error=_describe(exc))
-        return PrecheckObs(programs=programs, commit=commit)
+        return PrecheckObs(programs=programs, commit=commit, running=runtime.parse(seen))
 
     def build_command(self, commit: str, timeout: float) -> str:
         """The guarded update command for this server; ValidationError names a bad field."""

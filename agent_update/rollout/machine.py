@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from agent_update.rollout import min_healthy, verdicts
+from agent_update.rollout import min_healthy, rollback_target, verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -152,14 +152,16 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     # A commit reported equal to the target is no reason to skip here: /version
     # shows what is checked out, not what runs (a half-done earlier attempt).
     pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    back, note = rollback_target.choose(update, restart_set(update, pids), obs.commit, obs.running)
     return row.copy(
         status=RowStatus.RUNNING,
         step=Step.COMMAND,
         reported_commit=obs.commit or row.reported_commit,
+        rollback_commit=back,
         pids_before=json.dumps(pids, sort_keys=True),
         attempts=row.attempts + 1,
         reason="",
-        log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
+        log=append_log(row.log, f"precheck ok: {len(pids)} programs running; {note}"),
     )
 
 
@@ -331,6 +333,8 @@ def fail(
             reason=reason,
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),
         )
+    if update.auto_rollback:  # the precheck found only the target running here
+        reason = f"{reason}; not rolled back: nothing to roll back to (see the precheck)"
     return _end(row, RowStatus.FAILURE, now, reason)
 
 

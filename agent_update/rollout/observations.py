@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent_update.rollout.running import RunningObs
+
 Programs = dict[str, tuple[str, "int | None"]]
 
 
@@ -19,6 +21,8 @@ class PrecheckObs:
     error: str = ""
     programs: Programs = field(default_factory=dict)
     commit: str | None = None
+    # HEAD's moves and program uptimes: which commit the programs run (rollback target)
+    running: RunningObs | None = None
 
 
 @dataclass(frozen=True)
