@@ -84,9 +84,7 @@ def stable_pid(fleet, host, program: str, seconds: float) -> int:
     return int(first[1])
 
 
-def test_a_web_dying_seconds_after_each_start_is_rolled_back_with_default_settings(
-    reset, tmp_path
-):
+def test_a_web_dying_seconds_after_each_start_is_rolled_back_by_default(reset, tmp_path):
     fleet = reset
     host = fleet.hosts[0]
     clock = Clock()
@@ -106,9 +104,7 @@ def test_a_web_dying_seconds_after_each_start_is_rolled_back_with_default_settin
     stable_pid(fleet, host, "agent:web", 5.0)
 
 
-def test_a_healthy_server_succeeds_after_the_minimum_healthy_time_naming_old_code(
-    reset, tmp_path
-):
+def test_healthy_succeeds_after_the_minimum_and_names_the_old_code(reset, tmp_path):
     fleet = reset
     host = fleet.hosts[0]
     workers_before = {
@@ -135,9 +131,7 @@ def test_a_healthy_server_succeeds_after_the_minimum_healthy_time_naming_old_cod
     assert "agent:web" not in row.reason
 
 
-def test_rollback_goes_to_what_an_earlier_update_installed_not_what_the_plan_saw(
-    reset, tmp_path
-):
+def test_rollback_goes_to_what_an_earlier_update_installed(reset, tmp_path):
     fleet = reset
     host = fleet.hosts[0]
     service = one_host_service(fleet, tmp_path)

@@ -262,9 +262,9 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
         row = row.copy(seen_after=verdicts.dump(history))
         if verdicts.total_deaths(history) > verdicts.total_deaths(seen):
             row = row.copy(healthy_since=None)  # a program died: the bake starts over
-        quick = verdicts.crash_loop(history, obs.pong, since_end) or min_healthy.died_young(
+        quick = min_healthy.died_young(
             history, restart, update.min_healthy_time
-        )
+        ) or verdicts.crash_loop(history, obs.pong, since_end)
         if not quick and not healthy:
             quick = verdicts.not_restarted(restart, before, obs.programs) or verdicts.still_down(
                 history, obs.programs, since_end, update.verdict_window

@@ -60,9 +60,7 @@ def too_young(
         up = age(name, programs, uptimes, history, since_end, healthy_for)
         if up < minimum:
             pid = programs[name][1]
-            return (
-                f"{name} (pid {pid}) up {up:.0f} s of the {minimum:g} s minimum healthy time"
-            )
+            return f"{name} (pid {pid}) up {up:.0f} s of the {minimum:g} s minimum healthy time"
     return ""
 
 

@@ -29,9 +29,10 @@ def choose(
     if not runs:
         ran, what = checkout, "the checkout (program start times unknown)"
     else:
-        others = [(start, name, c) for start, name, c in runs if c != update.commit]
-        start, name, ran = min(others or runs)
-        what = f"what {name} runs" + ("" if ran == checkout else " (checkout moved since it started)")
+        others = [run for run in runs if run[2] != update.commit]
+        _, name, ran = min(others or runs)  # the longest-running code first
+        moved = "" if ran == checkout else " (checkout moved since it started)"
+        what = f"what {name} runs{moved}"
     if ran == update.commit:
         return "", f"nothing to roll back to: {what} is already {ran[:12]}, the target"
     return ran, f"rollback commit {ran[:12]}: {what}"
