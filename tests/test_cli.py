@@ -48,12 +48,15 @@ def test_a_rollout_from_the_command_line(fleet, tmp_path):
         "15",
         "--command-timeout",
         "60",
+        "--min-healthy-time",
+        "2",
     )
     assert created.returncode == 0, created.stderr
     name = created.stdout.strip()
     planned = cli(tmp_path, "plan", name, "--json")
     assert planned.returncode == 0, planned.stderr
     assert json.loads(planned.stdout)["status"] == "Pending"
+    assert json.loads(planned.stdout)["min_healthy_time"] == 2
     ran = cli(tmp_path, "run", name, "--json")
     assert ran.returncode == 0, ran.stdout + ran.stderr
     result = json.loads(ran.stdout)

@@ -148,6 +148,12 @@ CASES = [
     ("verdict window too short",
      lambda h: [*DB, "create", "--repo", "/srv/a.git", "--branch", "m", "--verdict-window", "1"],
      Exit.REFUSED, "--verdict-window:"),
+    ("min healthy time negative", lambda h: [*DB, "create", "--min-healthy-time", "-1"],
+     Exit.USAGE, "--min-healthy-time: must be 0 seconds or more, got -1"),
+    ("min healthy time past the startup timeout",
+     lambda h: [*DB, "create", "--repo", "/srv/a.git", "--branch", "m",
+                "--startup-timeout", "20", "--min-healthy-time", "30"],
+     Exit.REFUSED, "--min-healthy-time: must not be longer than the agent startup timeout"),
     ("abort of a Draft update", lambda h: [*DB, "abort", "AU-draft"],
      Exit.REFUSED, "Abort needs a Pending, Running or Paused update, not Draft"),
 ]  # fmt: skip

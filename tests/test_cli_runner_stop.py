@@ -77,7 +77,13 @@ def running_update(tmp_path, names: list[str]) -> SqliteStore:
         Row(idx=i, server=name, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
         for i, name in enumerate(names, 1)
     ]
-    update = Update(name="AU-t", commit=NEW, status=UpdateStatus.RUNNING, started_at=time.time())
+    update = Update(
+        name="AU-t",
+        commit=NEW,
+        status=UpdateStatus.RUNNING,
+        started_at=time.time(),
+        min_healthy_time=0,  # the fake link shows no uptimes; not what these tests are about
+    )
     store.insert_update(update, rows)
     return store
 

@@ -26,6 +26,7 @@ def upd(**kw) -> Update:
         startup_timeout=10,
         command_timeout=20,
         failed_command_grace=2,
+        min_healthy_time=0,  # these tests are not about it (see test_verdicts.py)
     )
     base.update(kw)
     return Update(**base)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from agent_update.rollout.model import RowStatus, Step, UpdateStatus
+from agent_update.rollout.model import RowStatus, Step, Update, UpdateStatus
 from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 from agent_update.testing import procs
@@ -191,6 +191,40 @@ def test_broken_commit_is_failed_fast_rolled_back_and_verified(fleet, tmp_path, 
     # The verdict came from what was seen, not from the startup timeout running out.
     assert seconds < STARTUP_TIMEOUT / 2, row.log
     assert row.reason, row.log
+
+
+def test_a_web_dying_seconds_after_each_start_is_rolled_back_by_default(fleet, tmp_path, request):
+    """The master is SIGTERMed 3 s after each start; supervisor restarts it, never FATAL.
+
+    One probe finds it healthy on the target commit: every verdict setting
+    stays at its default (minimum healthy time, bake time, verdict window,
+    startup timeout), as an operator would leave them.
+    """
+    host = fleet.hosts[0]
+    transitions = Transitions()
+    svc = service(fleet, tmp_path, hosts=1, listener=transitions)
+    defaults = Update()
+    final, rows = run(svc, fleet.commits.dieloop, startup_timeout=defaults.startup_timeout)
+    row = rows[host.name]
+    assert row.status is RowStatus.ROLLED_BACK, row.log
+    assert final.status is UpdateStatus.FAILURE
+    assert "agent:web" in row.reason, row.reason
+    seconds = _verdict(transitions, host.name)
+    back = row.ended_at - transitions.first(host.name, RowStatus.ROLLING_BACK)
+    report(
+        request,
+        f"die loop: time to verdict {seconds:.1f}s after the command ended, rolled back in "
+        f"{back:.1f}s more; {row.reason}",
+    )
+    assert seconds < defaults.min_healthy_time + defaults.verdict_window, row.log
+    assert_runs(host, fleet.commits.a)
+    # The web stays up: one pid, RUNNING, answering, well past the 3 s the bad code lived.
+    pid = host.pids()["agent:web"]
+    end = time.monotonic() + 8
+    while time.monotonic() < end:
+        assert host.pids()["agent:web"] == pid, "web restarted after the rollback"
+        time.sleep(0.5)
+    assert_runs(host, fleet.commits.a)
 
 
 def test_slow_but_healthy_start_succeeds(fleet, tmp_path, request):

@@ -33,6 +33,7 @@ def upd(**kw) -> Update:
         command_timeout=1800,
         failed_command_grace=20,
         bake_time=0,
+        min_healthy_time=0,  # the minimum healthy time's own tests set it
     )
     values.update(kw)
     return Update(**values)

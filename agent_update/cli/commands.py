@@ -130,6 +130,7 @@ def update_from_args(args: argparse.Namespace) -> Update:
         command_timeout=args.command_timeout,
         bake_time=args.bake_time,
         verdict_window=args.verdict_window,
+        min_healthy_time=args.min_healthy_time,
         lanes=args.lanes,
         failure_budget=args.failure_budget,
         test_mode=args.test_mode > 0,

@@ -99,6 +99,15 @@ def add_create_parser(command) -> None:
         metavar="SECONDS",
         help="how long the agent must stay healthy before a server counts as updated (default 0)",
     )
+    timing.add_argument(
+        "--min-healthy-time",
+        type=seconds_or_zero,
+        default=10.0,
+        metavar="SECONDS",
+        help="each restarted program must keep one pid, RUNNING, this long from its start "
+        "before a server counts as updated: catches a program dying seconds after each "
+        "start (default 10; 0 … 3600, at most the startup timeout)",
+    )
     pace = create.add_argument_group("pace")
     pace.add_argument(
         "--lanes", type=whole(1, 200), default=1, metavar="N", help="servers at once (default 1)"

@@ -47,6 +47,22 @@ def _tail(output: str, limit: int = 300) -> str:
     return text if len(text) <= limit else "…" + text[-limit:]
 
 
+def _programs(output: str) -> Programs:
+    """``{name: (state, pid)}`` of the agent's programs in a status output."""
+    states = supervisor.agent_programs(supervisor.parse_status(output))
+    return {name: (st.state, st.pid) for name, st in states.items()}
+
+
+def _uptimes(output: str) -> dict[str, float]:
+    """Seconds each RUNNING agent program has been up, where the status shows it."""
+    states = supervisor.agent_programs(supervisor.parse_status(output))
+    return {
+        name: up
+        for name, st in states.items()
+        if st.running and (up := runtime.uptime_seconds(st.description)) is not None
+    }
+
+
 def validate_settings(settings: EngineSettings) -> None:
     """The settings that reach a shell: the template (rendered, parsed) and the status command."""
     script.validate_template(settings.update_command_template)
@@ -99,8 +115,7 @@ class ServerLink:
         """Agent programs from the status command, and its raw output (to explain an empty list)."""
         command = script.render_status_command(self.connector.settings.status_command)
         result = self._run_as_agent(command, STATUS_TIMEOUT)
-        states = supervisor.agent_programs(supervisor.parse_status(result.output))
-        return {name: (st.state, st.pid) for name, st in states.items()}, result.output
+        return _programs(result.output), result.output
 
     def programs(self) -> Programs:
         return self.status()[0]
@@ -108,7 +123,11 @@ class ServerLink:
     # the three steps
     def precheck(self) -> PrecheckObs:
         try:
-            programs, output = self.status()
+            # One look: program pids and uptimes, and HEAD's moves (the rollback target).
+            look = runtime.command(self.server.agent_dir, self.connector.settings.status_command)
+            seen = self._run_as_agent(look, STATUS_TIMEOUT).output
+            output = runtime.status_text(seen)
+            programs = _programs(output)
             if not programs:
                 # Say what the status command printed: "Permission denied",
                 # "a password is required", a missing supervisorctl …
@@ -116,11 +135,13 @@ class ServerLink:
                 return PrecheckObs(error=f"no agent program found by `{command}`: {_tail(output)}")
         except Exception as exc:
             return PrecheckObs(error=_caught(self.server, "precheck", exc))
+        running = runtime.parse(seen)
         try:
             commit = self.connector.agent.version(self.connector.endpoint(self.server)).commit
         except Exception as exc:  # a down agent: a repair goes on, others fail (machine.py)
-            return PrecheckObs(programs=programs, agent_error=_caught(self.server, "precheck", exc))
-        return PrecheckObs(programs=programs, commit=commit)
+            error = _caught(self.server, "precheck", exc)
+            return PrecheckObs(programs=programs, agent_error=error, running=running)
+        return PrecheckObs(programs=programs, commit=commit, running=running)
 
     def build_command(self, commit: str, timeout: float) -> str:
         """The guarded update command for this server; ValidationError names a bad field.
@@ -191,18 +212,22 @@ class ServerLink:
     def probe(self) -> ProbeObs:
         """Ping, version and program states; the states even when the agent is down."""
         timeout = self.connector.settings.probe_timeout
+        uptimes: dict[str, float] | None = None
         try:
-            programs: Programs | None = self.programs()
+            programs: Programs | None
+            programs, output = self.status()
+            uptimes = _uptimes(output)
             ssh_error = ""
         except Exception as exc:
             programs, ssh_error = None, f"ssh: {_caught(self.server, 'probe', exc)}"
         try:
             endpoint = self.connector.endpoint(self.server)
             if not self.connector.agent.ping(endpoint, timeout):
-                return ProbeObs(pong=False, programs=programs)
+                return ProbeObs(pong=False, programs=programs, uptimes=uptimes)
             info = self.connector.agent.version(endpoint, timeout)
         except AgentUpdateError as exc:
-            return ProbeObs(pong=False, programs=programs, error=_caught(self.server, "probe", exc))
+            error = _caught(self.server, "probe", exc)
+            return ProbeObs(pong=False, programs=programs, uptimes=uptimes, error=error)
         ok, why = services_healthy(info.services)
         return ProbeObs(
             pong=True,
@@ -211,6 +236,7 @@ class ServerLink:
             services_reason=why,
             programs=programs,
             error=ssh_error,
+            uptimes=uptimes,
         )
 
     def close(self) -> None:

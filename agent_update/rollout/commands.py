@@ -122,7 +122,8 @@ def apply_plan(
             reason = out.error or "agent reported no commit"
             planned.append(base.copy(status=RowStatus.DRAFT, reason=reason))
         else:
-            rollback = update.rollback_commit if update.rollback_to_specific else out.commit
+            # Each row's own rollback commit is decided at its precheck (rollout.rollback_target).
+            rollback = update.rollback_commit if update.rollback_to_specific else ""
             # /version shows the checkout: skip only when the programs run it too.
             on_target = out.commit == update.commit
             stale = ""

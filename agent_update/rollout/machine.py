@@ -15,7 +15,7 @@ from __future__ import annotations
 import json
 from enum import Enum
 
-from agent_update.rollout import repair, verdicts
+from agent_update.rollout import min_healthy, repair, rollback_target, verdicts
 from agent_update.rollout.decide import (  # noqa: F401 (re-exported)
     Decision,
     as_tally,
@@ -146,22 +146,25 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     down = not_running(obs.programs)
     if not obs.programs:
         return _end(row, RowStatus.FAILURE, now, "precheck: no agent program found")
-    if update.repair:
-        return repair.precheck(row, obs)
+    if update.repair:  # the commit it ran before was the broken one: only a set one
+        back = update.rollback_commit if update.rollback_to_specific else ""
+        return repair.precheck(row, obs).copy(rollback_commit=back)
     if down:
         # The agent restarts nothing when a program is down: fail before changing anything.
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
     # A commit reported equal to the target is no reason to skip here: /version
     # shows what is checked out, not what runs (a half-done earlier attempt).
     pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    back, note = rollback_target.choose(update, restart_set(update, pids), obs.commit, obs.running)
     return row.copy(
         status=RowStatus.RUNNING,
         step=Step.COMMAND,
         reported_commit=obs.commit or row.reported_commit,
+        rollback_commit=back,
         pids_before=json.dumps(pids, sort_keys=True),
         attempts=row.attempts + 1,
         reason="",
-        log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
+        log=append_log(row.log, f"precheck ok: {len(pids)} programs running; {note}"),
     )
 
 
@@ -251,31 +254,44 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
         agent_status=AgentStatus.ACTIVE if obs.pong else AgentStatus.INACTIVE,
         reported_commit=obs.commit or row.reported_commit,
     )
+    before = json.loads(row.pids_before or "{}")
+    restart = restart_set(update, before)
     quick = ""
-    if row.command_ended_at is not None and obs.programs is not None:
-        since = now - row.command_ended_at
+    history: verdicts.History = {}
+    since_end = None if row.command_ended_at is None else now - row.command_ended_at
+    if since_end is not None and obs.programs is not None:
         seen = verdicts.load(row.seen_after)
-        history = verdicts.record(seen, obs.programs, since)
+        history = verdicts.record(seen, obs.programs, since_end, obs.uptimes)
         row = row.copy(seen_after=verdicts.dump(history))
         if verdicts.total_deaths(history) > verdicts.total_deaths(seen):
             row = row.copy(healthy_since=None)  # a program died: the bake starts over
-        quick = verdicts.crash_loop(history, obs.pong, since)
+        quick = min_healthy.died_young(
+            history, restart, update.min_healthy_time
+        ) or verdicts.crash_loop(history, obs.pong, since_end)
         if not quick and not healthy:
-            before = json.loads(row.pids_before or "{}")
-            quick = verdicts.not_restarted(
-                restart_set(update, before), before, obs.programs
-            ) or verdicts.still_down(history, obs.programs, since, update.verdict_window)
+            quick = verdicts.not_restarted(restart, before, obs.programs) or verdicts.still_down(
+                history, obs.programs, since_end, update.verdict_window
+            )
     if quick:
         if row.reason and not rolling_back(row):  # e.g. "command exited 1": say both
             quick = f"{quick} ({row.reason})"
         return fail(update, row, quick, now, obs.programs)
     if healthy:
         since = row.healthy_since if row.healthy_since is not None else now
-        if now - since >= update.bake_time:
-            status = RowStatus.ROLLED_BACK if rolling_back(row) else RowStatus.SUCCESS
-            why = f"failed, rolled back: {row.reason}" if rolling_back(row) else ""
-            why = row.reason if row.reason == ABORT_ROLLBACK else why
-            return _end(row, status, now, why)
+        young = min_healthy.too_young(
+            restart,
+            obs.programs or {},
+            obs.uptimes,
+            history,
+            since_end,
+            now - since,
+            update.min_healthy_time,
+        )
+        if not young and now - since >= update.bake_time:
+            return _verified(update, row, before, obs, now)
+        # Bounded: a healthy program reaches the minimum within it after the deadline.
+        if young and row.deadline is not None and now >= row.deadline + update.min_healthy_time:
+            return fail(update, row, f"never healthy for long enough: {young}", now, obs.programs)
         return row.copy(healthy_since=since)
     row = row.copy(healthy_since=None)
     gave_up = any(state == "FATAL" for state, _ in (obs.programs or {}).values())
@@ -284,6 +300,15 @@ def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
     if gave_up:  # supervisor stopped retrying it: waiting longer is pointless
         reason = f"{not_running(obs.programs or {})} (supervisor gave up on it); {reason}"
     return fail(update, row, reason, now, obs.programs)
+
+
+def _verified(update: Update, row: Row, before: dict, obs: ProbeObs, now: float) -> Row:
+    """Healthy for long enough: Success (saying what still runs old code) or Rolled Back."""
+    if rolling_back(row):
+        why = row.reason if row.reason == ABORT_ROLLBACK else f"failed, rolled back: {row.reason}"
+        return _end(row, RowStatus.ROLLED_BACK, now, why)
+    old = verdicts.old_code(restart_set(update, before), before, obs.programs or {})
+    return _end(row, RowStatus.SUCCESS, now, old)
 
 
 def fail(
@@ -311,6 +336,8 @@ def fail(
             reason=reason,
             log=append_log(row.log, f"Failure: {reason}; rolling back to {row.rollback_commit}"),
         )
+    if update.auto_rollback:  # the precheck found only the target running here
+        reason = f"{reason}; not rolled back: nothing to roll back to (see the precheck)"
     return _end(row, RowStatus.FAILURE, now, reason)
 
 

@@ -145,6 +145,10 @@ class Update:
     failed_command_grace: float = 20.0  # verify window after a non-zero exit
     verdict_window: float = 30.0  # after the command: a program still restarting then fails
     bake_time: float = 0.0  # seconds the agent must stay healthy
+    # Seconds each restarted program must keep one pid, RUNNING, from its start
+    # (Nomad's min_healthy_time): a program dying a few seconds after each
+    # start answers a single probe healthy.
+    min_healthy_time: float = 10.0
     lanes: int = 1  # servers updated at once
     failure_budget: int = 0  # halt once more rows than this have failed (0: no budget)
     # ... or once more than this share of the rows that ran failed, overall or in

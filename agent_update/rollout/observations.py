@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from agent_update.rollout.running import RunningObs
+
 Programs = dict[str, tuple[str, "int | None"]]
 
 
@@ -20,6 +22,8 @@ class PrecheckObs:
     programs: Programs = field(default_factory=dict)
     commit: str | None = None
     agent_error: str = ""  # /version did not answer: fatal, except to a repair
+    # HEAD's moves and program uptimes: which commit the programs run (rollback target)
+    running: RunningObs | None = None
 
 
 @dataclass(frozen=True)
@@ -44,3 +48,5 @@ class ProbeObs:
     services_reason: str = ""
     programs: Programs | None = None
     error: str = ""
+    # Seconds each RUNNING program has been up (supervisor's uptime); None: not shown.
+    uptimes: dict[str, float] | None = None

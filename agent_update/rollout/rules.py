@@ -18,6 +18,7 @@ from agent_update.rollout.model import EngineSettings, Server, Update, UpdateSta
 MAX_LANES = 200
 MIN_VERDICT_WINDOW = 5.0  # seconds; supervisor's startsecs is 1 by default
 MAX_VERDICT_WINDOW = 3600.0
+MAX_MIN_HEALTHY_TIME = 3600.0
 
 
 def apply_defaults(update: Update, settings: EngineSettings) -> Update:
@@ -74,6 +75,15 @@ def validate_config(update: Update) -> None:
         raise ValidationError("bake_time", "must not be negative")
     if update.bake_time >= update.startup_timeout:
         raise ValidationError("bake_time", "must be shorter than the agent startup timeout")
+    if not 0 <= update.min_healthy_time <= MAX_MIN_HEALTHY_TIME:
+        raise ValidationError(
+            "min_healthy_time", f"must be between 0 and {MAX_MIN_HEALTHY_TIME:g} seconds"
+        )
+    if update.min_healthy_time > update.startup_timeout:
+        # The programs must reach it before the verification gives up on them.
+        raise ValidationError(
+            "min_healthy_time", "must not be longer than the agent startup timeout"
+        )
     if update.failed_command_grace < 0:
         raise ValidationError("failed_command_grace", "must not be negative")
     if not MIN_VERDICT_WINDOW <= update.verdict_window <= MAX_VERDICT_WINDOW:

@@ -22,6 +22,8 @@ class RunningObs:
     head_moved_at: float | None = None  # newest of the HEAD reflog entry and HEAD's mtime
     programs: dict[str, tuple[str, float | None]] = field(default_factory=dict)  # state, uptime
     error: str = ""  # why the status could not be read
+    # The newest HEAD reflog entries, oldest first: (time, old commit, new commit).
+    reflog: tuple[tuple[float, str, str], ...] = ()
 
 
 def stale_reason(obs: RunningObs, restarted: Iterable[str] | None = None) -> str:
@@ -50,3 +52,24 @@ def stale_reason(obs: RunningObs, restarted: Iterable[str] | None = None) -> str
                 f"(up {uptime:.0f} s, checkout moved {ago:.0f} s ago): will update"
             )
     return ""
+
+
+def started_at(obs: RunningObs, name: str) -> float | None:
+    """When a RUNNING program started, on the server's clock; None when unknown."""
+    state, uptime = obs.programs.get(name, ("", None))
+    if state != "RUNNING" or uptime is None or obs.now is None:
+        return None
+    return obs.now - uptime
+
+
+def commit_at(obs: RunningObs, checkout: str, started: float) -> str:
+    """The commit HEAD pointed at when a program started: the code it runs.
+
+    That is the old side of the first HEAD move after the start, or the
+    checkout when HEAD has not moved since (a move in the start's second
+    counts as before it, as in ``stale_reason``).
+    """
+    for when, old, _new in obs.reflog:
+        if when > started:
+            return old
+    return checkout

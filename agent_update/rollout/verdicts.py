@@ -30,6 +30,9 @@ class Seen:
     state: str
     pid: int | None
     at: float  # seconds after the command ended
+    # When that process started, in seconds after the command ended (negative:
+    # before), from supervisor's uptime; None when no uptime was shown.
+    start: float | None = None
 
     def same(self, state: str, pid: int | None) -> bool:
         return self.state == state and self.pid == pid
@@ -43,29 +46,47 @@ def load(text: str) -> History:
     if not text:
         return {}
     raw = json.loads(text)
-    return {name: [Seen(s, p, a) for s, p, a in entries] for name, entries in raw.items()}
+    return {name: [Seen(*entry) for entry in entries] for name, entries in raw.items()}
 
 
 def dump(history: History) -> str:
-    data = {name: [[e.state, e.pid, e.at] for e in entries] for name, entries in history.items()}
+    data = {
+        name: [[e.state, e.pid, e.at] + ([] if e.start is None else [e.start]) for e in entries]
+        for name, entries in history.items()
+    }
     return json.dumps(data, sort_keys=True, separators=(",", ":")) if data else ""
 
 
-def record(history: History, programs: Programs, since_end: float) -> History:
-    """Add one probe's program states; a repeat of the last observation adds nothing."""
+def record(
+    history: History,
+    programs: Programs,
+    since_end: float,
+    uptimes: dict[str, float] | None = None,
+) -> History:
+    """Add one probe's program states; a repeat of the last observation adds nothing.
+
+    ``uptimes`` (supervisor's, seconds) date each new RUNNING process's start.
+    """
     out = {name: list(entries) for name, entries in history.items()}
     at = round(max(since_end, 0.0), 1)
     for name, (state, pid) in programs.items():
         entries = out.setdefault(name, [])
         if entries and entries[-1].same(state, pid):
             continue
-        entries.append(Seen(state, pid, at))
+        up = (uptimes or {}).get(name) if state == "RUNNING" else None
+        start = None if up is None else round(at - up, 1)
+        entries.append(Seen(state, pid, at, start))
         del entries[:-HISTORY_LIMIT]
     return out
 
 
 def deaths(entries: list[Seen]) -> int:
-    """How often a process started after the command ended has died.
+    """How often a process started after the command ended has died (see ``died``)."""
+    return len(died(entries))
+
+
+def died(entries: list[Seen]) -> list[tuple[Seen, Seen]]:
+    """Each death of a process started after the command ended: (it, what came next).
 
     The first process seen may have been spawned before the command moved
     the checkout (supervisor retrying a crashed program while the command
@@ -75,20 +96,21 @@ def deaths(entries: list[Seen]) -> int:
     died while starting; a BACKOFF right after a RUNNING pid means the
     respawn died too.
     """
-    count = 0
+    out: list[tuple[Seen, Seen]] = []
     known = False  # is the current process one spawned after the first observation?
     for current, following in pairwise(entries):
-        died = current.state == "RUNNING" or (
+        gone = current.state == "RUNNING" or (
             current.state == "STARTING" and following.state in ("BACKOFF", "EXITED")
         )
-        if died and known:
-            count += 1
+        if gone and known:
+            out.append((current, following))
         if current.state == "RUNNING" and following.state == "BACKOFF":
-            count += 1  # the respawn after it died unseen, while starting
-        respawned = died or (current.state not in ("STARTING", "RUNNING"))
+            # the respawn after it died unseen, while starting
+            out.append((Seen("STARTING", None, current.at), following))
+        respawned = gone or (current.state not in ("STARTING", "RUNNING"))
         if respawned and following.state in ("STARTING", "RUNNING", "BACKOFF"):
             known = True
-    return count
+    return out
 
 
 def total_deaths(history: History) -> int:
@@ -152,3 +174,22 @@ def still_down(history: History, programs: Programs, since_end: float, window: f
                 f"{name} is still {state} {since_end:.0f} s after the command ended (seen: {seen})"
             )
     return ""
+
+
+def old_code(restart: list[str], before: dict[str, int], programs: Programs) -> str:
+    """Programs the update was not asked to restart that still run their pre-command pid.
+
+    Their pid is the one the precheck saw, so they started before the command
+    moved the checkout: they run the code from before the update. "" when none.
+    """
+    stale = [
+        f"{name} (pid {pid})"
+        for name, (state, pid) in sorted(programs.items())
+        if name not in restart and pid is not None and before.get(name) == pid
+    ]
+    if not stale:
+        return ""
+    return (
+        "still running the code from before the update (not asked to restart; "
+        f"pid unchanged since the precheck): {', '.join(stale)}"
+    )

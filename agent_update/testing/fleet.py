@@ -281,6 +281,11 @@ class Fleet:
         if wait:
             self._wait_running(sim, commit, timeout)
 
+    def move_checkout(self, host: HostRef, commit: str) -> None:
+        """Check ``commit`` out and restart nothing: a half-done update's leftover."""
+        sim = self._sim(host)
+        agentdir.checkout(Path(sim.spec.agent_dir), commit, sim.owner)
+
     def _wait_running(self, sim: SimHost, commit: str, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:

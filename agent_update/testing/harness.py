@@ -54,13 +54,21 @@ def fleet_settings(fleet: Fleet, workdir: Path, **overrides: object) -> EngineSe
     return EngineSettings(**values)  # type: ignore[arg-type]
 
 
+FLEET_MIN_HEALTHY = 1.0  # seconds: the rule still holds, without 10 s per row in every test
+
+
 def fleet_update(commit: str = "", **overrides: object) -> Update:
-    """An update with timeouts sized for the loopback fleet (seconds, not minutes)."""
+    """An update with timeouts sized for the loopback fleet (seconds, not minutes).
+
+    Tests about the minimum healthy time pass ``min_healthy_time`` (the
+    default: ``Update().min_healthy_time``) themselves.
+    """
     values: dict[str, object] = {
         "commit": commit,
         "startup_timeout": 15.0,
         "command_timeout": 60.0,
         "failed_command_grace": 4.0,
+        "min_healthy_time": FLEET_MIN_HEALTHY,
     }
     values.update(overrides)
     return Update(**values)  # type: ignore[arg-type]

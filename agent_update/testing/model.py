@@ -41,6 +41,7 @@ class FleetCommits:
     unhealthy: str  # web fine, the worker exits at start
     liar: str  # good code, but `agent update` exits 1 after restarting
     crashloop: str  # web lives 1.5 s (> startsecs) then dies: new pid each time, never FATAL
+    dieloop: str  # web serves (/ping, /version fine) for 3 s after each start, then dies
     side: str  # on branch `side` only: not reachable from master
 
 
@@ -55,4 +56,5 @@ MASTER_MARKERS: tuple[str, ...] = (
     "unhealthy",
     "liar",
     "crashloop",
+    "dieloop",
 )

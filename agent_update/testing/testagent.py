@@ -10,7 +10,10 @@ extra the real agent lacks, so tests can prove what really runs. Where the
 supervisor socket is root-only (a fleet run as root), it goes through
 ``sudo -n supervisorctl`` as the real agent does; a ``crashloop`` web lives
 past supervisor's ``startsecs`` and then dies, so it never reaches FATAL
-(the real gunicorn master with an app that raises at import).
+(the real gunicorn master with an app that raises at import). A ``dieloop``
+web is healthy first: it answers ``/ping`` and ``/version`` on the target
+commit, then dies ``crash_after`` seconds after each start, forever (a
+master killed a few seconds after it started): one probe calls it healthy.
 
 Usage: ``testagent.py web | worker <i> | setup database | run-patches |
 update --restart-web-workers=… --restart-rq-workers=… --restart-redis=…``.
@@ -35,9 +38,9 @@ CONFIG = REPO.parent / "config.json"  # outside the repo, like the real agent's
 GROUP = "agent"
 DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "marker": "unknown",
-    "web": "ok",  # ok | crash | crashloop | slow
+    "web": "ok",  # ok | crash | crashloop | dieloop | slow
     "web_delay": 3.0,
-    "crash_after": 1.5,  # crashloop: seconds alive before dying (> startsecs=1)
+    "crash_after": 1.5,  # crashloop, dieloop: seconds alive before dying (> startsecs=1)
     "worker": "ok",  # ok | exit
     "update_exit": 0,
 }
@@ -199,6 +202,8 @@ def run_web(config: dict[str, Any]) -> int:
     }
     if behaviour["web"] == "slow":
         time.sleep(float(behaviour["web_delay"]))
+    if behaviour["web"] == "dieloop":
+        _die_after(float(behaviour["crash_after"]))
     from http.server import ThreadingHTTPServer
 
     server = ThreadingHTTPServer(
@@ -207,6 +212,18 @@ def run_web(config: dict[str, Any]) -> int:
     print(f"web: listening on {config['address']}:{config['web_port']}", flush=True)
     server.serve_forever(poll_interval=0.2)
     return 0
+
+
+def _die_after(seconds: float) -> None:
+    """Serve for ``seconds``, then end the process as a SIGTERM to a master would."""
+    import threading
+
+    def die() -> None:
+        time.sleep(seconds)
+        print(f"web: dying {seconds:g} s after start", file=sys.stderr, flush=True)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=die, daemon=True).start()
 
 
 def run_worker(index: int) -> int:

@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unhealthy": {"worker": "exit"},
     "liar": {"update_exit": 1},
     "crashloop": {"web": "crashloop"},
+    "dieloop": {"web": "dieloop", "crash_after": 3.0},
 }
 
 _IDENT = "Loopback Fleet <fleet@localhost>"
@@ -76,7 +77,7 @@ class Upstream:
         self.bare = root / "upstream.git"
 
     def create(self) -> dict[str, str]:
-        """Create master (base … crashloop) and side (off base); return marker → sha."""
+        """Create master (base … dieloop) and side (off base); return marker → sha."""
         git(self.bare.parent, "init", "-q", "--bare", "-b", "master", str(self.bare))
         plan = [("master", marker, None, VARIANTS.get(marker, {})) for marker in MASTER_MARKERS]
         plan.append(("side", "side", ":1", {}))  # mark 1 is base

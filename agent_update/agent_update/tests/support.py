@@ -165,6 +165,7 @@ class FleetCase(FrappeTestCase):
             "agent_startup_timeout_minutes": 0.25,
             "command_timeout_minutes": 1,
             "failed_command_grace": 4,
+            "min_healthy_time": 1,  # as the engine's fleet tests (testing.harness)
             "server_types": [{"server_type": self.SERVER_TYPE}],
             **fields,
         }

@@ -45,6 +45,7 @@ class RealCommits:
     fatal: str  # the supervisor template makes web exit at once: FATAL
     slow: str  # agent.web sleeps SLOW_SECONDS at import, then runs fine
     hang: str  # `agent update` hangs (to make the update command time out)
+    dieloop: str  # agent.web SIGTERMs its gunicorn master 3 s after import: healthy, then dead
 
 
 def locate() -> tuple[Path | None, str]:
@@ -122,6 +123,29 @@ def _slow(tree: Path) -> None:
     web.write_text(text[:at] + delay + text[at:])
 
 
+def _dieloop(tree: Path) -> None:
+    """A web that answers, then dies ~3 s after each start, forever (never FATAL).
+
+    A daemon thread in each gunicorn worker sends SIGTERM to its parent, the
+    master; supervisor restarts the master, whose workers do it again.
+    """
+    web = tree / "agent" / "web.py"
+    text = web.read_text()
+    future = "from __future__ import annotations\n"
+    at = text.index(future) + len(future) if future in text else 0  # must stay first
+    killer = (
+        "import os as _die_os\n"
+        "import signal as _die_signal\n"
+        "import threading as _die_threading\n"
+        "import time as _die_time\n\n\n"
+        "def _die_later():  # agent_update test upstream: the master dies 3 s after start\n"
+        "    _die_time.sleep(3)\n"
+        "    _die_os.kill(_die_os.getppid(), _die_signal.SIGTERM)\n\n\n"
+        "_die_threading.Thread(target=_die_later, daemon=True).start()\n"
+    )
+    web.write_text(text[:at] + killer + text[at:])
+
+
 def _hang(tree: Path) -> None:
     _edit(
         tree / "agent" / "cli.py",
@@ -137,6 +161,7 @@ VARIANTS: dict[str, Callable[[Path], None]] = {
     "fatal": _fatal,
     "slow": _slow,
     "hang": _hang,
+    "dieloop": _dieloop,
 }
 
 

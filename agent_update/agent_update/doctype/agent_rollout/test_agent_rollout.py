@@ -44,6 +44,7 @@ class TestAgentRollout(FleetCase):
             ({"restart_redis": 1}, "Restart Redis"),
             ({"lanes": 500}, "Lanes"),
             ({"bake_time": 60}, "Bake Time (Seconds)"),
+            ({"min_healthy_time": 60}, "Minimum Healthy Time (Seconds)"),
             ({"branch": "no-such-branch"}, "Branch"),
         ]
         for changes, label in cases:
