@@ -111,7 +111,8 @@ def test_every_step_of_a_row_is_logged_with_its_update_row_and_server(tmp_path, 
     assert ok[0].startswith("AU-log #1 ok: Pending -> Pending/precheck (lease taken by ")
     assert (
         ok[1]
-        == "AU-log #1 ok: Pending/precheck -> Running/command: precheck ok: 1 programs running"
+        == "AU-log #1 ok: Pending/precheck -> Running/command: precheck ok: 1 programs running; "
+        "rollback commit 111111111111: the checkout (program start times unknown)"
     )
     assert (
         ok[2]

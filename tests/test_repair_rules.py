@@ -58,7 +58,7 @@ def test_an_unknown_commit_is_planned_pending_with_the_reason() -> None:
     )
     assert broken.current_commit == "" and broken.rollback_commit == ""
     assert broken.agent_status is AgentStatus.INACTIVE and broken.reason in broken.log
-    assert fine.status is RowStatus.PENDING and fine.rollback_commit == OLD
+    assert fine.status is RowStatus.PENDING and fine.current_commit == OLD  # rollback: at precheck
 
 
 def test_an_unknown_commit_keeps_a_specific_rollback_commit() -> None:

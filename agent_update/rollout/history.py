@@ -29,6 +29,7 @@ CONFIG_FIELDS = (
     "failed_command_grace",
     "verdict_window",
     "bake_time",
+    "min_healthy_time",
     "lanes",
     "failure_budget",
     "failure_budget_percent",
