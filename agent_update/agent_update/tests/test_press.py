@@ -14,12 +14,23 @@ import os
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
+from frappe.utils.password import get_decrypted_password
 
 from agent_update import frappe_codec as codec
 from agent_update.agent_update.tests import coexist
+from agent_update.frappe_press import press_defaults
+from agent_update.frappe_service import engine_settings
 from agent_update.patches import rename_to_agent_rollout as patch
+from agent_update.rollout.model import Update
+from agent_update.rollout.rules import apply_defaults
 
 PRESS = "press" in frappe.get_installed_apps()
+PRESS_SETTINGS_FIELDS = (
+    "agent_repository_owner",
+    "branch",
+    "agent_github_access_token",
+    "github_access_token",
+)
 OWN = (codec.UPDATE_DOCTYPE, codec.ROW_DOCTYPE, "Agent Server", "Agent Update Server Type")
 
 
@@ -111,6 +122,58 @@ if PRESS:
             self.assertEqual(frappe.db.get_value("DocType", "Agent Update", "module"), "Press")
             self.assertEqual(coexist.meta_differences(coexist.load_snapshot()["meta"]), [])
 
+        def test_press_settings_fill_what_this_apps_settings_leave_empty(self) -> None:
+            press = PRESS_SETTINGS_FIELDS
+            own = ("default_repo", "default_branch")
+            saved = {f: frappe.db.get_single_value(codec.SETTINGS_DOCTYPE, f) for f in own}
+            token = get_decrypted_password(
+                codec.SETTINGS_DOCTYPE, codec.SETTINGS_DOCTYPE, "git_token", raise_exception=False
+            )
+            saved_press = {f: frappe.db.get_single_value("Press Settings", f) for f in press}
+            try:
+                settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+                settings.update({"default_repo": "", "default_branch": "", "git_token": ""})
+                settings.flags.ignore_mandatory = True
+                settings.save(ignore_permissions=True)
+                set_press = dict(zip(press, ("octo", "stable", "agent-token", "gh"), strict=True))
+                for field, value in set_press.items():
+                    frappe.db.set_single_value("Press Settings", field, value)
+                knobs = engine_settings()
+                self.assertEqual(knobs.default_repo, "https://github.com/octo/agent")
+                self.assertEqual(knobs.default_branch, "stable")
+                self.assertEqual(knobs.git_token, "agent-token")
+                # an update that leaves Repo and Branch empty gets them
+                filled = apply_defaults(Update(name="x", repo="", branch=""), knobs)
+                self.assertEqual((filled.repo, filled.branch), (knobs.default_repo, "stable"))
+                # Press's own fallbacks when its settings are empty too
+                for field in press:
+                    frappe.db.set_single_value("Press Settings", field, "")
+                frappe.db.set_single_value("Press Settings", "github_access_token", "gh-token")
+                knobs = engine_settings()
+                self.assertEqual(knobs.default_repo, "https://github.com/frappe/agent")
+                self.assertEqual((knobs.default_branch, knobs.git_token), ("master", "gh-token"))
+                # this app's own settings win where set
+                settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+                settings.update(
+                    {
+                        "default_repo": "https://git.example.com/ops/agent",
+                        "default_branch": "ops",
+                        "git_token": "own-token",
+                    }
+                )
+                settings.save(ignore_permissions=True)
+                knobs = engine_settings()
+                self.assertEqual(knobs.default_repo, "https://git.example.com/ops/agent")
+                self.assertEqual((knobs.default_branch, knobs.git_token), ("ops", "own-token"))
+            finally:
+                for field, value in saved_press.items():
+                    frappe.db.set_single_value("Press Settings", field, value)
+                settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+                settings.update({**saved, "git_token": token or ""})
+                settings.flags.ignore_mandatory = True
+                settings.save(ignore_permissions=True)
+                frappe.db.commit()
+
 else:
 
     class TestWithoutPress(SiteKindChecks, FrappeTestCase):
@@ -118,6 +181,11 @@ else:
             for name in ("Agent Update", "Agent Update Server", "Server", "Press Settings"):
                 self.assertIsNone(frappe.db.exists("DocType", name), name)
             self.assertIsNone(patch.shipped_by_another_app("Agent Update"))
+
+        def test_no_press_defaults(self) -> None:
+            self.assertIsNone(press_defaults())
+            own = frappe.db.get_single_value(codec.SETTINGS_DOCTYPE, "default_repo") or ""
+            self.assertEqual(engine_settings().default_repo, own.strip())
 
         def test_rename_patch_is_a_no_op_on_a_renamed_site(self) -> None:
             for old, new in patch.RENAMES:
