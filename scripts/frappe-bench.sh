@@ -305,3 +305,32 @@ t=$(now)
 logged "$log" bench --site "$site" uninstall-app agent_update --yes --no-backup
 site_python "from agent_update.agent_update.tests import coexist; print(coexist.check_uninstalled())"
 echo "timing: ${kind_prefix}uninstall $(($(now) - t))s"
+
+# ---- a site made by the app before its doctypes were renamed (docs/press.md) --
+# The app as of OLD_APP_COMMIT (from this clone's history) installs and fills
+# the old doctypes; this checkout migrates the site; every record must be there
+# under the new names. Plain bench only: the old app never installed beside Press.
+[ -z "$press" ] || exit 0
+t=$(now)
+old_commit=3df49dfedb752d03ab888b568d3d1afaff2b1784 # the last commit with Agent Update as this app's doctype
+old_app=$cache/app-${old_commit:0:12}
+if [ ! -f "$old_app/agent_update/hooks.py" ]; then
+  git -C "$root" cat-file -e "$old_commit^{commit}" 2>/dev/null ||
+    die "commit $old_commit (the app before the rename) is not in this clone; fetch its full history"
+  rm -rf "$old_app" "$old_app.tmp"
+  mkdir -p "$old_app.tmp"
+  git -C "$root" archive "$old_commit" | tar -x -C "$old_app.tmp"
+  mv "$old_app.tmp" "$old_app"
+fi
+up=upgrade.localhost
+printf '%s\n' "$db_root_password" |
+  logged "$log" bench new-site "$up" --force --admin-password admin --no-mariadb-socket --source-sql "$base_sql"
+# PYTHONPATH comes before the bench env's editable install: `agent_update` is the old app
+PYTHONPATH=$old_app logged "$log" bench --site "$up" install-app agent_update
+(cd sites && PYTHONPATH=$old_app logged "$log" ../env/bin/python "$root/scripts/frappe_upgrade.py" seed "$up")
+CI=1 PYTHONPATH=$root logged "$log" bench --site "$up" migrate
+(cd sites && PYTHONPATH=$root logged "$log" ../env/bin/python "$root/scripts/frappe_upgrade.py" check "$up")
+grep '^upgrade: ' "$log" | tail -1
+printf '%s\n' "$db_root_password" | logged "$log" bench drop-site "$up" --force --no-backup
+rm -rf "archived/sites/$up"*
+echo "timing: upgrade $(($(now) - t))s"
