@@ -36,7 +36,7 @@ press_requirements=('wrapt~=1.15.0' 'oci==2.180.0' 'twilio==8.10.3' 'dnspython==
 press_nodeps=('frappe-mcp==0.1.0') # its own pins break the framework; only press.mcp imports it
 
 skip() {
-  echo "frappe tests: SKIPPED ($1)"
+  echo "frappe tests${press:+ (press)}: SKIPPED ($1)"
   exit 0
 }
 die() {
@@ -81,8 +81,13 @@ command -v "$python" >/dev/null || die "no $python"
 case $press in
   '' | 0) press='' ;;
   1)
-    press_src=${PRESS_SRC:-$root/../shared/peers/press-010bc70.tar.gz}
-    [ -f "$press_src" ] || skip "no Press source: set PRESS_SRC to Press's .tar.gz (top folder press/)"
+    if [ -n "${PRESS_SRC:-}" ]; then
+      press_src=$PRESS_SRC
+      [ -f "$press_src" ] || die "PRESS_SRC=$press_src does not exist"
+    else
+      press_src=$root/../shared/peers/press-010bc70.tar.gz
+      [ -f "$press_src" ] || skip "no Press source: set PRESS_SRC to Press's .tar.gz (top folder press/)"
+    fi
     press_src=$(cd "$(dirname "$press_src")" && pwd)/$(basename "$press_src")
     ;;
   *) die "AGENT_UPDATE_PRESS=$press: 1 or empty" ;;
