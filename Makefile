@@ -31,6 +31,8 @@ test-stages:
 	@$(call timed,pytest,$(BIN)/python -m pytest -q || { rc=$$?; \
 	  [ $$rc -ne 5 ] || echo "pytest: no test was collected (exit 5)"; (exit $$rc); })
 	@$(call timed,frappe,bash scripts/frappe-tests.sh)
+	@# the second bench: Frappe Press installed beside this app (docs/press.md)
+	@$(call timed,frappe-press,AGENT_UPDATE_PRESS=1 bash scripts/frappe-bench.sh)
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

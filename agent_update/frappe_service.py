@@ -20,6 +20,7 @@ from frappe import _
 from frappe.utils import cint, flt
 
 from agent_update import frappe_codec as codec
+from agent_update.frappe_press import PressDefaults, press_defaults
 from agent_update.frappe_store import FrappeStore
 from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.model import EngineSettings, Row, Update
@@ -40,9 +41,14 @@ def inline() -> bool:
 
 
 def engine_settings() -> EngineSettings:
-    """Agent Update Settings as the engine's knobs (engine defaults for blanks)."""
+    """Agent Update Settings as the engine's knobs (engine defaults for blanks).
+
+    On a Press site, Press Settings fill the repo, branch and git token this
+    app's settings leave empty (frappe_press.py).
+    """
     doc = frappe.get_single(codec.SETTINGS_DOCTYPE)
     base = EngineSettings()
+    press = press_defaults() or PressDefaults("", "", "")
 
     def positive(field: str, default: float) -> float:
         value = flt(doc.get(field))
@@ -53,15 +59,15 @@ def engine_settings() -> EngineSettings:
         known_hosts=doc.known_hosts or "",
         update_command_template=(doc.update_command_template or "").strip(),
         status_command=(doc.status_command or "").strip() or base.status_command,
-        git_token=doc.get_password("git_token", raise_exception=False) or "",
+        git_token=doc.get_password("git_token", raise_exception=False) or press.git_token,
         git_cache_dir=os.path.abspath(frappe.get_site_path("private", "agent-update-git")),
         poll_interval=positive("poll_interval", base.poll_interval),
         probe_timeout=positive("probe_timeout", base.probe_timeout),
         connect_timeout=positive("connect_timeout", base.connect_timeout),
         lease_ttl=positive("lease_ttl", base.lease_ttl),
         plan_concurrency=cint(positive("plan_concurrency", base.plan_concurrency)),
-        default_repo=(doc.default_repo or "").strip(),
-        default_branch=(doc.default_branch or "").strip(),
+        default_repo=(doc.default_repo or "").strip() or press.repo,
+        default_branch=(doc.default_branch or "").strip() or press.branch,
     )
 
 

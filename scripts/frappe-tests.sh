@@ -3,6 +3,8 @@
 #   AGENT_UPDATE_BENCH=/path/to/frappe-bench  a bench of yours, with the app installed
 #                                             on the site (docs/frappe.md)
 #   AGENT_UPDATE_SITE=test.localhost          its site (default test.localhost)
+#   AGENT_UPDATE_EXPECT_PRESS=1|0             the tests check the site has (or has not)
+#                                             Frappe Press (unset: whatever it has)
 # Without AGENT_UPDATE_BENCH, scripts/frappe-bench.sh builds (or reuses) a cached
 # bench from a framework source (FRAPPE_SRC, default ../shared/peers/frappe-v15.tar.gz),
 # makes a fresh site with this checkout installed, and comes back here; with no
@@ -13,9 +15,11 @@
 set -euo pipefail
 bench_dir=${AGENT_UPDATE_BENCH:-}
 site=${AGENT_UPDATE_SITE:-test.localhost}
+label=${AGENT_UPDATE_BENCH_LABEL:-} # "press": lines say which bench they are about
+name="frappe tests${label:+ ($label)}"
 
 skip() {
-  echo "frappe tests: SKIPPED ($1)"
+  echo "$name: SKIPPED ($1)"
   exit 0
 }
 frappe_cmd() {
@@ -28,7 +32,7 @@ bench_dir=$(cd "$bench_dir" 2>/dev/null && pwd) || skip "AGENT_UPDATE_BENCH=${AG
 [ -d "$bench_dir/sites/$site" ] || skip "$bench_dir has no site $site"
 frappe_cmd execute frappe.ping >/dev/null 2>&1 || skip "site $site in $bench_dir does not answer (database down?)"
 if ! frappe_cmd execute frappe.get_installed_apps 2>/dev/null | grep -q '"agent_update"'; then
-  echo "frappe tests: agent_update is not installed on $site (see docs/frappe.md)" >&2
+  echo "$name: agent_update is not installed on $site (see docs/frappe.md)" >&2
   exit 1
 fi
 
@@ -44,7 +48,7 @@ else
 fi
 rc=${PIPESTATUS[0]}
 set -e
-echo "timing: frappe-tests $(($(date +%s) - started))s"
+echo "timing: ${label:+$label-}frappe-tests $(($(date +%s) - started))s"
 # unittest's summary: "Ran N tests in Xs", then "OK (skipped=K)" or "FAILED (failures=F, errors=E, …)"
 ran=$(sed -n 's/^Ran \([0-9]*\) tests\{0,1\} in.*/\1/p' "$log" | tail -1)
 summary=$(grep -E '^(OK|FAILED)( \(.*\))?$' "$log" | tail -1 || true)
@@ -56,20 +60,20 @@ count() {
 bad=$(($(count failures) + $(count errors) + $(count unexpected_successes)))
 skipped=$(($(count skipped) + $(count expected_failures)))
 if [ -z "$ran" ] || [ -z "$summary" ]; then
-  echo "frappe tests: the run failed (exit $rc) before reporting its results"
+  echo "$name: the run failed (exit $rc) before reporting its results"
   [ "$rc" -ne 0 ] || rc=1
   exit "$rc"
 fi
-echo "frappe tests: $((ran - bad - skipped)) passed, $bad failed"
+echo "$name: $((ran - bad - skipped)) passed, $bad failed"
 if [ "$skipped" -gt 0 ]; then
-  echo "frappe tests: $skipped skipped"
+  echo "$name: $skipped skipped"
   if [ -n "${CI:-}" ]; then
-    echo "frappe tests: CI runs every test: a skipped one fails the run (see its reason above)"
+    echo "$name: CI runs every test: a skipped one fails the run (see its reason above)"
     [ "$rc" -ne 0 ] || rc=1
   fi
 fi
 if [ "$ran" -eq 0 ]; then
-  echo "frappe tests: no test ran"
+  echo "$name: no test ran"
   [ "$rc" -ne 0 ] || rc=1
 fi
 [ "$bad" -eq 0 ] || [ "$rc" -ne 0 ] || rc=1

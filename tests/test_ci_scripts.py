@@ -57,3 +57,54 @@ def test_a_named_bench_that_does_not_exist_is_skipped_as_before(tmp_path: Path) 
     assert done.returncode == 0
     assert done.stdout.startswith("frappe tests: SKIPPED (AGENT_UPDATE_BENCH=")
     assert len(done.stdout.splitlines()) == 1
+
+
+BENCH_SCRIPT = ROOT / "scripts" / "frappe-bench.sh"
+
+
+def run_bench(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    """frappe-bench.sh directly, as `make test`'s Press stage calls it."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAPPE_", "AGENT_UPDATE_"))}
+    base.pop("PRESS_SRC", None)
+    base["AGENT_UPDATE_CACHE"] = str(tmp_path / "cache")
+    return subprocess.run(
+        ["bash", str(BENCH_SCRIPT)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_press_bench_with_a_named_press_source_that_is_missing_fails_and_names_it(
+    tmp_path: Path,
+) -> None:
+    tarball = tmp_path / "frappe.tar.gz"
+    tarball.write_bytes(b"")
+    missing = tmp_path / "nowhere" / "press.tar.gz"
+    done = run_bench(
+        tmp_path, FRAPPE_SRC=str(tarball), AGENT_UPDATE_PRESS="1", PRESS_SRC=str(missing)
+    )
+    assert done.returncode == 1
+    assert f"PRESS_SRC={missing} does not exist" in done.stderr
+    assert "SKIPPED" not in done.stdout
+    assert not (tmp_path / "cache").exists()
+
+
+def test_press_bench_switch_takes_only_1_or_nothing(tmp_path: Path) -> None:
+    tarball = tmp_path / "frappe.tar.gz"
+    tarball.write_bytes(b"")
+    done = run_bench(tmp_path, FRAPPE_SRC=str(tarball), AGENT_UPDATE_PRESS="yes")
+    assert done.returncode == 1
+    assert "AGENT_UPDATE_PRESS=yes: 1 or empty" in done.stderr
+    assert not (tmp_path / "cache").exists()
+
+
+def test_press_bench_without_a_framework_source_says_which_bench_it_skipped(
+    tmp_path: Path,
+) -> None:
+    done = run_bench(tmp_path, FRAPPE_SRC="", AGENT_UPDATE_PRESS="1")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["frappe tests (press): SKIPPED (FRAPPE_SRC is empty)"]
