@@ -87,7 +87,8 @@ class TestOperatorDay(FleetCase):
     def test_stall_alerts_go_to_the_people_of_the_update(self) -> None:
         carol, dave = user("carol.day@example.com"), user("dave.day@example.com")
         name = self.new_update(self.fleet.commits.good).name
-        frappe.db.set_value(codec.UPDATE_DOCTYPE, name, {"owner": carol, "start_requested_by": dave})
+        people = {"owner": carol, "start_requested_by": dave}
+        frappe.db.set_value(codec.UPDATE_DOCTYPE, name, people)
         self.assertEqual(tasks.stall_recipients(name), sorted([carol, dave]))
 
     def test_a_paused_rollout_gives_no_end_time_and_counts_its_waves(self) -> None:
