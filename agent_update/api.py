@@ -31,7 +31,7 @@ from agent_update.frappe_service import (
     notify_update,
     queue_info,
 )
-from agent_update.rollout import commands, rules
+from agent_update.rollout import commands, rules, waves
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
     FINAL_UPDATE_STATUSES,
@@ -140,7 +140,7 @@ def resume(name: str, now: bool = False) -> dict[str, Any]:
         get_service().resume(name, kick=False)
     _note(name, _("resumed this update"))
     notify_update(name)
-    return _enqueue("kick", name, now)
+    return _done_now(_enqueue("kick", name, now))
 
 
 def _note(name: str, what: str) -> None:
@@ -173,7 +173,12 @@ def abort(name: str, rollback: bool = False, reason: str = "", now: bool = False
         get_service().abort(name, rollback=back, reason=why, kick=False)
     _note(name, _("aborted this update: {0}").format(why))
     notify_update(name)
-    return _enqueue("kick", name, now)
+    return _done_now(_enqueue("kick", name, now))
+
+
+def _done_now(out: dict[str, Any]) -> dict[str, Any]:
+    """The action took effect in this request; only the kick that follows is queued."""
+    return {**out, "queued": False, "kick_queued": out.get("queued", False)}
 
 
 @frappe.whitelist()
@@ -185,7 +190,10 @@ def eta(name: str) -> dict[str, Any]:
         update = service.store.get_update(name)
         found = service.eta(name)
     now = time.time()
-    ends = None if found.seconds_left is None else now + found.seconds_left
+    # While paused no clock runs: an end time would already lie in the past.
+    paused = update.status is UpdateStatus.PAUSED
+    ends = None if found.seconds_left is None or paused else now + found.seconds_left
+    sizes = waves.parse_waves(update.waves)
     return {
         "name": name,
         "seconds_left": found.seconds_left,
@@ -193,8 +201,10 @@ def eta(name: str) -> dict[str, Any]:
         "rounds": found.rounds,
         "ends_at": str(codec.to_datetime(ends)) if ends is not None else None,
         "text": found.text(now),
-        "wave": update.wave,
+        "wave": update.wave if update.wave <= len(sizes) else None,
+        "wave_count": len(sizes),
         "waves": update.waves,
+        "wave_text": waves.describe(update, service.store.tally(name, 0).to_run) if sizes else "",
     }
 
 

@@ -343,8 +343,8 @@ class FrappeStore:
         Also the update's new ``modified``: a row ended or the rows were replaced.
         """
         self._write(
-            f"UPDATE {UPDATE_TABLE} SET progress=(SELECT COALESCE(100 * SUM(status IN %s) "
-            f"/ COUNT(*), 0) FROM {ROW_TABLE} WHERE {ROW_WHERE}), modified=%s WHERE name=%s",
+            f"UPDATE {UPDATE_TABLE} SET progress=(SELECT ROUND(COALESCE(100 * SUM(status IN %s) "
+            f"/ COUNT(*), 0), 1) FROM {ROW_TABLE} WHERE {ROW_WHERE}), modified=%s WHERE name=%s",
             [ENDED, name, _stamp(), name],
         )
         self._commit()

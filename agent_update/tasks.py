@@ -84,22 +84,40 @@ def tick() -> list[str]:
 
 
 STALL_ROLE = "Agent Update Manager"
+SYSTEM_USERS = ("Administrator", "Guest")
 
 
-def notify_stall(alert: Stall) -> None:
-    """A Notification Log (and its email) for the managers and the update's followers."""
-    managers = frappe.get_all(
-        "Has Role", filters={"role": STALL_ROLE, "parenttype": "User"}, pluck="parent"
+def stall_recipients(name: str) -> list[str]:
+    """The users an update's stall alert goes to (see notify_stall)."""
+    doc = frappe.db.get_value(
+        codec.UPDATE_DOCTYPE, name, ["owner", "start_requested_by", "approved_by"], as_dict=True
     )
     followers = frappe.get_all(
         "Document Follow",
-        filters={"ref_doctype": codec.UPDATE_DOCTYPE, "ref_docname": alert.name},
+        filters={"ref_doctype": codec.UPDATE_DOCTYPE, "ref_docname": name},
         pluck="user",
     )
-    emails = frappe.get_all(
-        "User",
-        filters={"name": ("in", sorted({*managers, *followers})), "enabled": 1},
-        pluck="email",
+    people = {u for u in (*(doc.values() if doc else ()), *followers) if u}
+    if not people - set(SYSTEM_USERS):
+        people |= set(
+            frappe.get_all(
+                "Has Role", filters={"role": STALL_ROLE, "parenttype": "User"}, pluck="parent"
+            )
+        )
+    return sorted(people - {"Guest"})
+
+
+def notify_stall(alert: Stall) -> None:
+    """A Notification Log (and its email) for the people of this update.
+
+    Who created it, who started or approved it and who follows it; the Agent
+    Update Managers only when the update names nobody (nobody would hear).
+    """
+    people = stall_recipients(alert.name)
+    emails = (
+        frappe.get_all("User", filters={"name": ("in", people), "enabled": 1}, pluck="email")
+        if people
+        else []
     )
     frappe.get_doc(  # on the form's timeline too, whoever reads it later
         {

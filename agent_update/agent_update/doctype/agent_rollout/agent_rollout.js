@@ -76,7 +76,9 @@
 			agent_update.statuses(frm);
 			agent_update.formatters(frm);
 			agent_update.lock(frm);
+			agent_update.indicator(frm);
 			agent_update.buttons(frm);
+			agent_update.reasons(frm);
 			agent_update.progress(frm);
 			agent_update.eta(frm);
 			agent_update.warn(frm, (frm.doc.__onload || {}).queue_warning);
@@ -97,21 +99,28 @@
 		},
 
 		call(frm, method, args, done) {
-			return frappe
-				.call({
+			// An action always acts on what the form shows: unsaved edits are saved first
+			// (and a save the server refuses stops the action).
+			const before = frm.doc.status;
+			const act = () =>
+				frappe.call({
 					method: `agent_update.api.${method}`,
 					args: Object.assign({ name: frm.doc.name }, args || {}),
 					freeze: true,
-				})
+				});
+			const saved = frm.is_dirty() ? frm.save() : Promise.resolve();
+			return saved
+				.then(act)
 				.then((r) => {
 					const out = r.message || {};
+					const moved = out.status && out.status !== before;
 					frappe.show_alert({
-						message: out.queued
-							? __("Queued")
-							: out.status
+						message: moved
 							? __("Now {0}", [__(out.status)])
-							: __("Already queued or done"),
-						indicator: out.queued ? "green" : "blue",
+							: out.queued
+							? __("Started in the background; the form follows it")
+							: __("Nothing to do: already under way or done"),
+						indicator: moved ? "green" : out.queued ? "blue" : "orange",
 					});
 					if (done) done(out);
 					frm.__agent_update_expect = Date.now(); // poll fast until the status moves
@@ -144,15 +153,12 @@
 				agent_update.confirmed(
 					frm,
 					"Start",
-					__("Start updating {0} servers to {1}?", [
-						(frm.doc.servers || []).filter((r) => r.status === "Pending").length,
-						(frm.doc.commit_hash || "").slice(0, 12),
-					]),
+					agent_update.start_question(frm),
 					"start"
 				);
 				frm.add_custom_button(__("Split Update"), () => agent_update.split(frm));
 			}
-			if (status === "Running") {
+			if (status === "Running" && !frm.doc.aborted) {
 				agent_update.confirmed(
 					frm,
 					"Pause",
@@ -162,6 +168,20 @@
 			}
 			if (status === "Paused") {
 				agent_update.confirmed(frm, "Resume", __("Resume the update?"), "resume");
+			}
+			const me = frappe.session.user;
+			if (
+				["Draft", "Pending"].includes(status) &&
+				frm.doc.approval_required &&
+				!frm.doc.approved_by &&
+				frm.doc.start_requested_by !== me
+			) {
+				agent_update.confirmed(
+					frm,
+					"Approve",
+					__("Approve this update? It starts when Start is pressed by someone else, or at once if that was asked."),
+					"approve"
+				);
 			}
 			if (["Pending", "Running", "Paused"].includes(status) && !frm.doc.aborted) {
 				frm.add_custom_button(__("Abort"), () => agent_update.abort(frm));
@@ -209,22 +229,73 @@
 		},
 
 		eta(frm) {
-			if (!["Running", "Paused"].includes(frm.doc.status)) return;
+			// Shown once, in the progress line; fetched again whenever a server ends.
+			if (!["Running", "Paused"].includes(frm.doc.status)) {
+				frm.__agent_update_eta = "";
+				return;
+			}
 			frappe
 				.call({ method: "agent_update.api.eta", args: { name: frm.doc.name } })
 				.then((r) => {
 					const out = r.message;
-					if (!out || frm.doc.status === "Draft") return;
+					if (!out || !["Running", "Paused"].includes(frm.doc.status)) return;
 					const ends = out.ends_at
 						? ` · ${__("ends about")} ${frappe.datetime.str_to_user(out.ends_at)}`
 						: "";
-					const wave = out.waves ? ` · ${__("wave {0} of {1}", [out.wave, out.waves])}` : "";
-					frm.dashboard.add_comment(
-						`${__("ETA")}: ${frappe.utils.escape_html(out.text)}${ends}${wave}`,
-						"blue",
-						true
-					);
+					const wave = out.wave_text ? ` · ${out.wave_text}` : "";
+					frm.__agent_update_eta = `${__("ETA")}: ${out.text}${ends}${wave}`;
+					agent_update.progress(frm);
 				});
+		},
+
+		start_question(frm) {
+			const count = (frm.doc.servers || []).filter((r) => r.status === "Pending").length;
+			const commit = (frm.doc.commit_hash || "").slice(0, 12);
+			return count === 1
+				? __("Start updating 1 server to {0}?", [commit])
+				: __("Start updating {0} servers to {1}?", [count, commit]);
+		},
+
+		indicator(frm) {
+			// Abort stored, servers still in flight: say Aborting, not Running.
+			if (frm.doc.aborted && !agent_update.final(frm)) {
+				frm.page.set_indicator(__("Aborting"), "orange");
+			}
+		},
+
+		reasons(frm) {
+			// Why it paused, halted, waits or aborts: at the top of the form, whole.
+			const doc = frm.doc;
+			const lines = [];
+			if (doc.status === "Paused" && doc.pause_reason) {
+				lines.push([__("Paused"), doc.pause_reason, "orange"]);
+			}
+			if (doc.halted && doc.halt_reason) lines.push([__("Halted"), doc.halt_reason, "red"]);
+			if (doc.aborted && doc.abort_reason) {
+				lines.push([__("Aborted"), doc.abort_reason, "red"]);
+			}
+			if (doc.status === "Running" && doc.waiting_reason) {
+				lines.push([__("Waiting"), doc.waiting_reason, "blue"]);
+			}
+			if (doc.approval_required && !doc.approved_by && !agent_update.final(frm)) {
+				const who = doc.start_requested_by
+					? __("{0} asked to start it; another Agent Update Manager must approve", [
+							doc.start_requested_by,
+					  ])
+					: __("Start needs approval by a second Agent Update Manager");
+				lines.push([__("Approval"), who, "orange"]);
+			}
+			if (doc.status === "Pending" && doc.scheduled_start) {
+				lines.push([
+					__("Scheduled"),
+					__("starts by itself at {0}", [frappe.datetime.str_to_user(doc.scheduled_start)]),
+					"blue",
+				]);
+			}
+			frm.set_intro("");
+			lines.forEach(([head, text, color]) =>
+				frm.set_intro(`<b>${esc(head)}</b>: ${esc(text)}`, color)
+			);
 		},
 
 		split(frm) {
@@ -275,25 +346,21 @@
 			const summary = Object.keys(counts)
 				.map((s) => `${__(s)}: ${counts[s]}`)
 				.join(" · ");
-			const percent = (100 * done) / rows.length;
-			frm.dashboard.show_progress(__("Progress"), percent, `${done} / ${rows.length} · ${summary}`);
+			const percent = Math.round((1000 * done) / rows.length) / 10;
+			const eta = frm.__agent_update_eta ? ` · ${esc(frm.__agent_update_eta)}` : "";
+			frm.dashboard.show_progress(
+				__("Progress"),
+				percent,
+				`${done} / ${rows.length} (${percent}%) · ${summary}${eta}`
+			);
+			if (frm.__agent_update_done !== undefined && frm.__agent_update_done !== done) {
+				frm.__agent_update_done = done;
+				agent_update.eta(frm); // a server ended: the mean per server moved
+			}
+			frm.__agent_update_done = done;
 			if (frm.doc.progress !== percent) {
 				frm.doc.progress = percent; // what the store computes; not an edit
 				frm.refresh_field("progress");
-			}
-			if (frm.doc.pause_reason && frm.doc.status === "Paused") {
-				frm.dashboard.set_headline_alert(
-					`<div class="text-warning">${__("Paused")}: ${frappe.utils.escape_html(
-						frm.doc.pause_reason
-					)}</div>`
-				);
-			}
-			if (frm.doc.halted && frm.doc.halt_reason) {
-				frm.dashboard.set_headline_alert(
-					`<div class="text-danger">${__("Halted")}: ${frappe.utils.escape_html(
-						frm.doc.halt_reason
-					)}</div>`
-				);
 			}
 		},
 
@@ -373,8 +440,10 @@
 		poll(frm, delay) {
 			// Every unfinished status: reload when the stored status moved, else redraw rows.
 			clearTimeout(frm.__agent_update_timer);
-			if (frm.is_new() || agent_update.final(frm)) return;
 			const expecting = Date.now() - (frm.__agent_update_expect || 0) < 60000;
+			// A final status stops the poll, unless an action was just taken from it
+			// (Force Continue): then it follows until the stored status moves.
+			if (frm.is_new() || (agent_update.final(frm) && !expecting)) return;
 			const every =
 				delay || (LIVE.includes(frm.doc.status) || expecting ? POLL_FAST : POLL_SLOW);
 			const name = frm.doc.name;

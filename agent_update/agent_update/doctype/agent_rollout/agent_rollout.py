@@ -119,7 +119,7 @@ class AgentRollout(Document):
         ended = {s.value for s in ENDED_ROW_STATUSES}
         rows = self.servers or []
         done = sum(1 for r in rows if r.status in ended)
-        self.progress = 100.0 * done / len(rows) if rows else 0
+        self.progress = round(100.0 * done / len(rows), 1) if rows else 0  # 33.3, not 33.333
 
 
 def _read_locked(name: str) -> Stored:

@@ -1,0 +1,107 @@
+"""The operator's day in the desk: four eyes, a scheduled start, alerts to the
+update's people, the ETA of a paused rollout, the app's workspace.
+
+Judged on what the hosts run and what is stored, not only on a status.
+"""
+
+from __future__ import annotations
+
+import time
+
+import frappe
+from frappe.utils import add_to_date, now_datetime
+
+from agent_update import api, tasks
+from agent_update import frappe_codec as codec
+from agent_update.agent_update.tests.support import FleetCase
+
+MANAGER = "Agent Update Manager"
+
+
+def user(email: str) -> str:
+    if not frappe.db.exists("User", email):
+        frappe.get_doc(
+            {
+                "doctype": "User",
+                "email": email,
+                "first_name": email.split("@")[0],
+                "send_welcome_email": 0,
+                "roles": [{"role": MANAGER}],
+            }
+        ).insert(ignore_permissions=True)
+    return email
+
+
+class TestOperatorDay(FleetCase):
+    FLEET_SIZE = 2
+    SERVER_TYPE = "Loopback Day"
+
+    def pids(self) -> dict[str, int]:
+        return {s: self.fleet.program_states(h)["agent:web"][1] for s, h in self.servers.items()}
+
+    def planned(self, **fields) -> str:
+        doc = self.new_update(self.fleet.commits.good, lanes=2, **fields)
+        api.build_plan(doc.name, now=True)
+        self.assertEqual(self.load(doc.name).status, "Pending")
+        return doc.name
+
+    def test_start_by_one_manager_waits_for_approval_by_another(self) -> None:
+        alice, bob = user("alice.day@example.com"), user("bob.day@example.com")
+        name = self.planned(approval_required=1)
+        frappe.db.commit()
+        before = self.pids()
+        frappe.set_user(alice)
+        api.start(name, now=True)
+        doc = self.load(name)
+        self.assertEqual((doc.status, doc.start_requested_by), ("Pending", alice))
+        self.assertEqual(self.pids(), before)  # no server touched
+        with self.assertRaises(frappe.ValidationError):
+            api.approve(name)  # the one who asked cannot approve
+        frappe.set_user(bob)
+        api.approve(name)
+        frappe.set_user("Administrator")
+        doc = self.load(name)
+        self.assertEqual((doc.status, doc.approved_by), ("Success", bob))
+        for server in self.servers:
+            self.assertEqual(self.running(server), self.fleet.commits.good)
+        notes = frappe.get_all(
+            "Comment",
+            filters={"reference_doctype": codec.UPDATE_DOCTYPE, "reference_name": name},
+            pluck="content",
+        )
+        self.assertTrue(any("approved this update" in n for n in notes), notes)
+
+    def test_a_scheduled_update_is_started_by_the_tick_at_its_time(self) -> None:
+        at = add_to_date(now_datetime(), seconds=3)
+        name = self.planned(scheduled_start=at)
+        before = self.pids()
+        tasks.tick()
+        self.assertEqual(self.load(name).status, "Pending")
+        self.assertEqual(self.pids(), before)
+        time.sleep(3.5)
+        tasks.tick()
+        self.assertEqual(self.load(name).status, "Success")
+        for server in self.servers:
+            self.assertEqual(self.running(server), self.fleet.commits.good)
+
+    def test_stall_alerts_go_to_the_people_of_the_update(self) -> None:
+        carol, dave = user("carol.day@example.com"), user("dave.day@example.com")
+        name = self.new_update(self.fleet.commits.good).name
+        people = {"owner": carol, "start_requested_by": dave}
+        frappe.db.set_value(codec.UPDATE_DOCTYPE, name, people)
+        self.assertEqual(tasks.stall_recipients(name), sorted([carol, dave]))
+
+    def test_a_paused_rollout_gives_no_end_time_and_counts_its_waves(self) -> None:
+        name = self.new_update(self.fleet.commits.good, waves="1, 2").name
+        frappe.db.set_value(codec.UPDATE_DOCTYPE, name, "status", "Paused")
+        for row in self.load(name).servers:
+            frappe.db.set_value(row.doctype, row.name, "status", "Pending")
+        out = api.eta(name)
+        self.assertIsNone(out["ends_at"])
+        self.assertEqual((out["wave"], out["wave_count"]), (1, 2))
+        self.assertIn("wave 1 of 2 (1 server, 1 at once)", out["wave_text"])
+
+    def test_the_app_has_a_workspace(self) -> None:
+        space = frappe.get_doc("Workspace", "Agent Update")
+        links = {s.link_to for s in space.shortcuts}
+        self.assertLessEqual({codec.UPDATE_DOCTYPE, codec.SERVER_DOCTYPE}, links)
