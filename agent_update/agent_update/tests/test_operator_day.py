@@ -80,7 +80,14 @@ class TestOperatorDay(FleetCase):
         self.assertEqual(self.pids(), before)
         time.sleep(3.5)
         tasks.tick()
-        self.assertEqual(self.load(name).status, "Success")
+        doc = self.load(name)
+        seen = (
+            doc.status,
+            doc.stuck_at_planning_reason,
+            str(doc.scheduled_start),
+            str(now_datetime()),
+        )
+        self.assertEqual(doc.status, "Success", seen)
         for server in self.servers:
             self.assertEqual(self.running(server), self.fleet.commits.good)
 
