@@ -34,6 +34,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "unhealthy": {"worker": "exit"},
     "liar": {"update_exit": 1},
     "crashloop": {"web": "crashloop"},
+    "norestart": {"update_restarts": False},  # not a fleet commit: the soak adds it
 }
 
 _IDENT = "Loopback Fleet <fleet@localhost>"
