@@ -1,16 +1,20 @@
 """The soak's invariants: each one quiet on a healthy picture and catching a made-up violation.
 
-Pure functions over made-up observations: no fleet, no store.
+Pure functions over made-up observations (no fleet, no store); the last two
+tests run real processes to show the observer's command scan sees them.
 """
 
 from __future__ import annotations
 
+import subprocess
+import time
 from random import Random
 
+from agent_update.remote import guard
 from agent_update.rollout.model import Row, RowStatus, Step, Update, UpdateStatus
 from agent_update.testing.soak import invariants as inv
 from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
-from agent_update.testing.soak.observer import CHECKOUT
+from agent_update.testing.soak.observer import CHECKOUT, scan_commands
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
 NOW = 1_000_000.0
@@ -180,3 +184,61 @@ def test_every_bad_commit_kind_is_drawn():
     drawn = {scheduler.commit_kind() for _ in range(400)}
     assert drawn == {"good", *COMMIT_FAULTS}
     assert Random(3).random() == Scheduler(3).rng.random()
+
+
+# ------------------------------------------- the command scan, on real processes
+def _guarded(agent_dir: str, body: str) -> subprocess.Popen:
+    """The real guard's wrapper around ``body``, stdin kept open as SSH keeps it."""
+    import getpass
+
+    me = getpass.getuser()
+    line = guard.guarded(body, agent_dir=agent_dir, time_limit=30, run_as=guard.RunAs(me, me))
+    return subprocess.Popen(
+        ["sh", "-c", line], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+
+
+def _stop(*procs: subprocess.Popen) -> None:
+    for proc in procs:
+        proc.stdin.close()  # the session ends: the guard stops its command
+        proc.wait(20)
+
+
+def test_the_scan_sees_commands_under_the_guard_and_never_two_when_the_lock_holds(tmp_path):
+    agent_dir = str(tmp_path / "agent")
+    (tmp_path / "agent" / "repo").mkdir(parents=True)
+    body = f"cd {agent_dir}/repo && : git checkout --force {A} && sleep 3"
+    first, second = _guarded(agent_dir, body), _guarded(agent_dir, body)
+    try:
+        seen, pids = [], set()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(pids) < 2:
+            found = scan_commands({"host2": agent_dir})
+            seen.append(found)
+            pids |= {c.pid for c in found}
+            time.sleep(0.1)
+    finally:
+        _stop(first, second)
+    assert len(pids) == 2, "both commands ran, one after the other"
+    assert all(c.commit == A and c.host == "host2" for found in seen for c in found)
+    assert all(inv.concurrent_commands(found) == [] for found in seen)
+
+
+def test_the_scan_catches_two_commands_that_skip_the_lock(tmp_path):
+    agent_dir = str(tmp_path / "agent")
+    body = f"cd {agent_dir}/repo 2>/dev/null; : git checkout --force {A}; sleep 5"
+    rogue = [
+        subprocess.Popen(["timeout", "10", "sh", "-c", body], start_new_session=True)
+        for _ in range(2)
+    ]
+    try:
+        found: list[inv.Command] = []
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and len(found) < 2:
+            found = scan_commands({"host2": agent_dir})
+            time.sleep(0.05)
+    finally:
+        for proc in rogue:
+            proc.kill()
+            proc.wait(5)
+    assert [v.invariant for v in inv.concurrent_commands(found)] == ["two-commands"]

@@ -68,6 +68,7 @@ class Rollout:
     dropped: bool = False  # never planned: not a rollout
     operator_paused: bool = False
     next_runner_at: float | None = None
+    next_plan_at: float | None = None
     status: UpdateStatus = UpdateStatus.DRAFT
 
 
@@ -146,9 +147,9 @@ class Driver:
                 rollout.planned = True
                 self.spawn("run", rollout.name, "--no-progress")
             elif rollout.plan_tries >= PLAN_TRIES:
-                rollout.dropped = True
-            else:
-                self.plan(rollout)
+                rollout.dropped = True  # left Draft: not a rollout
+            else:  # a host down for a while (a fault): plan again later, as an operator would
+                rollout.next_plan_at = time.time() + self.rng.uniform(5.0, 15.0)
         elif proc.kind == "pause" and proc.rc == 0:
             rollout.operator_paused = True
 
@@ -230,6 +231,9 @@ class Driver:
         for rollout in self.rollouts.values():
             if rollout.dropped:
                 continue
+            if rollout.next_plan_at is not None and now >= rollout.next_plan_at:
+                rollout.next_plan_at = None
+                self.plan(rollout)
             rollout.status = store.get_update(rollout.name).status
             if rollout.status is not UpdateStatus.PAUSED:
                 rollout.operator_paused = False

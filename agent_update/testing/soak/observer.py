@@ -96,6 +96,7 @@ class Observer(threading.Thread):
         self.started: dict[str, set[int]] = {}
         self.verified: set[tuple[str, int, float]] = set()
         self.checks = 0  # host-vs-row comparisons made
+        self.commands: set[tuple[str, int]] = set()  # (host, pid) of update commands seen
         self.passes = 0
         self.busy: list[str] = []  # hosts in flight at the last pass (faults aim at them)
         self.error = ""
@@ -135,6 +136,7 @@ class Observer(threading.Thread):
         found: list[inv.Violation] = []
         commands = scan_commands(self.agent_dirs)
         for command in commands:
+            self.commands.add((command.host, command.pid))
             if command.commit:
                 self.seen[command.host].add(command.commit)
         for host, agent_dir in self.agent_dirs.items():

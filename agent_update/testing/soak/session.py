@@ -210,8 +210,8 @@ def _report(
     for what, count in sorted(driver.exits.items()):
         lines.append(f"  {what:<24} {count}")
     lines.append(
-        f"observer: {observer.passes} passes, {observer.checks} host-vs-row checks"
-        + (f"; {observer.error}" if observer.error else "")
+        f"observer: {observer.passes} passes, {len(observer.commands)} update commands seen, "
+        f"{observer.checks} host-vs-row checks" + (f"; {observer.error}" if observer.error else "")
     )
     if violations:
         lines.append(f"seed {options.seed}: {len(violations)} violation(s)")
