@@ -242,3 +242,19 @@ def test_the_scan_catches_two_commands_that_skip_the_lock(tmp_path):
             proc.kill()
             proc.wait(5)
     assert [v.invariant for v in inv.concurrent_commands(found)] == ["two-commands"]
+
+
+# ------------------------------------------------------ restarts explained
+def test_a_restart_with_no_row_at_work_and_no_fault_is_caught():
+    restart = inv.Restart("host3", "agent:web", 100, 200, after=NOW - 1, before=NOW)
+    found = inv.unexplained_restarts([restart], {}, settle=6, never_reached={"host3": ["AU-7"]})
+    assert [(v.invariant, v.host) for v in found] == [("untouched", "host3")]
+    assert "AU-7" in found[0].detail and "pid 100 to 200" in found[0].detail
+    long_ago = {"host3": [(NOW - 100, NOW - 50)], "host2": [(NOW - 2, NOW)]}
+    assert inv.unexplained_restarts([restart], long_ago, 6, {}) != []
+
+
+def test_a_restart_during_a_row_a_fault_or_just_after_is_explained():
+    restart = inv.Restart("host3", "agent:web", 100, None, after=NOW - 1, before=NOW)
+    for window in [(NOW - 30, float("inf")), (NOW - 30, NOW - 4), (NOW + 3, NOW + 3)]:
+        assert inv.unexplained_restarts([restart], {"host3": [window]}, 6, {}) == [], window

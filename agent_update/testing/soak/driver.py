@@ -217,6 +217,11 @@ class Driver:
         """Rollouts the observer watches: every one created (Draft ones are not judged)."""
         return [r.name for r in self.rollouts.values()]
 
+    def self_crashing(self) -> set[str]:
+        """Commits whose programs restart or die by themselves once installed."""
+        kinds = ("crash", "crashloop", "unhealthy")
+        return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
+
     def paused_by_operator(self, name: str) -> bool:
         rollout = self.rollouts.get(name)
         return bool(rollout and rollout.operator_paused)

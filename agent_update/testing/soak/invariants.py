@@ -234,3 +234,51 @@ def untouched(
         and row.idx not in started
         and update.commit in seen.get(row.server, set())
     ]
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A program whose pid changed (or that stopped) between two samples of its host."""
+
+    host: str
+    program: str
+    old: int | None
+    new: int | None
+    after: float  # the sample that saw the old pid
+    before: float  # the sample that saw the new one
+
+
+Window = tuple[float, float]  # (from, to): something had a reason to restart programs
+
+
+def unexplained_restarts(
+    restarts: Iterable[Restart],
+    windows: Mapping[str, list[Window]],
+    settle: float,
+    never_reached: Mapping[str, list[str]],
+) -> list[Violation]:
+    """Programs restart only while something is at work on their host.
+
+    A row (of any rollout) between its start and its end, a fault on that
+    host until it healed, or the host being on a commit that crashes by
+    itself: each opens a window (widened by ``settle``). A restart outside
+    every window touched a host nothing had reached; ``never_reached``
+    names the rollouts whose row on that host never started.
+    """
+    found = []
+    for restart in restarts:
+        spans = windows.get(restart.host, [])
+        if any(a - settle <= restart.before and b + settle >= restart.after for a, b in spans):
+            continue
+        rollouts = ", ".join(never_reached.get(restart.host, [])) or "none"
+        found.append(
+            Violation(
+                "untouched",
+                restart.host,
+                "",
+                f"{restart.program} went from pid {restart.old} to {restart.new} between "
+                f"two samples {restart.before - restart.after:.1f}s apart with no row at work "
+                f"on the host and no fault; rollouts whose row there never started: {rollouts}",
+            )
+        )
+    return found

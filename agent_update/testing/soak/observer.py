@@ -31,6 +31,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 CHECKOUT = re.compile(r"git checkout --force '?([0-9a-f]{40})")
 SHA = re.compile(r"^[0-9a-f]{40}$")
+RESTART_SETTLE = 6.0  # seconds a restart may lag the work or fault that caused it
 
 
 def scan_commands(agent_dirs: dict[str, str]) -> list[inv.Command]:
@@ -74,6 +75,8 @@ class Observer(threading.Thread):
         rollouts: Callable[[], list[str]],
         runners: Callable[[], list[inv.Span]],
         paused_by_operator: Callable[[str], bool],
+        fault_windows: Callable[[], list[tuple[str, inv.Window]]],
+        self_crashing: Callable[[], set[str]],
         *,
         lease_ttl: float,
         deadline_grace: float,
@@ -85,6 +88,11 @@ class Observer(threading.Thread):
         self.rollouts = rollouts
         self.runners = runners
         self.paused_by_operator = paused_by_operator
+        self.fault_windows = fault_windows
+        self.self_crashing = self_crashing
+        self.pids: dict[str, tuple[float, dict[str, int | None]]] = {}
+        self.row_windows: dict[tuple[str, int, float], tuple[str, float, float]] = {}
+        self.unstable: dict[str, list[inv.Window]] = {}
         self.lease_grace = 3 * lease_ttl
         self.deadline_grace = deadline_grace
         self.interval = interval
@@ -98,6 +106,7 @@ class Observer(threading.Thread):
         self.checks = 0  # host-vs-row comparisons made
         self.commands: set[tuple[str, int]] = set()  # (host, pid) of update commands seen
         self.passes = 0
+        self.restarts = 0  # program pid changes seen (each explained, or a violation)
         self.busy: list[str] = []  # hosts in flight at the last pass (faults aim at them)
         self.error = ""
 
@@ -139,10 +148,15 @@ class Observer(threading.Thread):
             self.commands.add((command.host, command.pid))
             if command.commit:
                 self.seen[command.host].add(command.commit)
+        crashing = self.self_crashing()
         for host, agent_dir in self.agent_dirs.items():
             head = read_head(agent_dir)
             if head:
                 self.seen[host].add(head)
+            if head in crashing:
+                self._unstable(host, time.time())
+        restarts = self.sample_pids()
+        self.restarts += len(restarts)
         runners = self.runners()
         updates, rows = self.snapshot()
         now = time.time()
@@ -165,9 +179,74 @@ class Observer(threading.Thread):
                 found.append(settled)
             found += inv.untouched(update, rows[name], mine, self.seen)
         self.busy = sorted(busy)
+        found += self.check_restarts(restarts, updates, rows, now)
         found += self.check_hosts(updates, rows, final)
         self.record(found)
         return found
+
+    def sample_pids(self) -> list[inv.Restart]:
+        """Every program's pid on every host; the changes since the last sample."""
+        restarts = []
+        for host in self.agent_dirs:
+            try:
+                states = self.fleet.program_states(host)
+            except FleetError:
+                continue
+            at = time.time()
+            pids = {program: pid for program, (_, pid) in states.items()}
+            if any(state in ("BACKOFF", "FATAL", "EXITED") for state, _ in states.values()):
+                self._unstable(host, at)  # supervisord's own doing
+            if host in self.pids:
+                then, old = self.pids[host]
+                restarts += [
+                    inv.Restart(host, program, old.get(program), pid, then, at)
+                    for program, pid in pids.items()
+                    if pid != old.get(program)
+                ]
+            self.pids[host] = (at, pids)
+        return restarts
+
+    def _unstable(self, host: str, at: float) -> None:
+        """The host restarts programs by itself now: one window per stretch of samples."""
+        spans = self.unstable.setdefault(host, [])
+        if spans and spans[-1][1] >= at - 2 * RESTART_SETTLE:
+            spans[-1] = (spans[-1][0], at)
+        else:
+            spans.append((at, at))
+
+    def check_restarts(
+        self,
+        restarts: list[inv.Restart],
+        updates: dict[str, Update],
+        rows: dict[str, list[Row]],
+        now: float,
+    ) -> list[inv.Violation]:
+        """Every program restart falls in a row's work, a fault, or a self-crashing commit."""
+        never: dict[str, list[str]] = {}
+        for name, update_rows in rows.items():
+            for row in update_rows:
+                if row.started_at is not None:
+                    key = (name, row.idx, row.started_at)
+                    _, _, end = self.row_windows.get(key, ("", 0.0, row.started_at))
+                    if row.status.in_flight or row.lease_owner:
+                        end = float("inf")
+                    elif row.status.ended:
+                        end = row.ended_at or now
+                    elif end == float("inf"):
+                        end = now  # back to Pending: at work until now
+                    self.row_windows[key] = (row.server, row.started_at, end)
+                elif (
+                    row.status in inv.NOT_STARTED
+                    and row.idx not in self.started.get(name, ())
+                    and not updates[name].status.is_final
+                ):
+                    never.setdefault(row.server, []).append(name)
+        windows: dict[str, list[inv.Window]] = {h: list(w) for h, w in self.unstable.items()}
+        for server, start, end in self.row_windows.values():
+            windows.setdefault(server, []).append((start, end))
+        for host, window in self.fault_windows():
+            windows.setdefault(host, []).append(window)
+        return inv.unexplained_restarts(restarts, windows, RESTART_SETTLE, never)
 
     def check_hosts(
         self, updates: dict[str, Update], rows: dict[str, list[Row]], final: bool

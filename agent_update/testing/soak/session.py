@@ -92,6 +92,8 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
         driver.names,
         driver.spans,
         driver.paused_by_operator,
+        lambda: _fault_windows(faults),
+        driver.self_crashing,
         lease_ttl=LEASE_TTL,
         deadline_grace=DEADLINE_GRACE,
     )
@@ -142,6 +144,17 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
     rollouts = sum(not r.dropped for r in driver.rollouts.values())
     report = _report(options, driver, observer, faults, violations, t0)
     return Result(faults, rollouts, rows, violations, options.seed, report, root)
+
+
+def _fault_windows(faults: list[Fault]) -> list[tuple[str, tuple[float, float]]]:
+    """Host faults as (host, (from, to)); one not healed yet lasts until further notice."""
+    found = []
+    for fault in list(faults):
+        if fault.kind in HOST_FAULTS:
+            healed = fault.kind is FaultKind.PROGRAM_KILL
+            end = fault.until or (fault.at if healed else float("inf"))
+            found.append((fault.target, (fault.at, end)))
+    return found
 
 
 def _inject(
@@ -211,7 +224,8 @@ def _report(
         lines.append(f"  {what:<24} {count}")
     lines.append(
         f"observer: {observer.passes} passes, {len(observer.commands)} update commands seen, "
-        f"{observer.checks} host-vs-row checks" + (f"; {observer.error}" if observer.error else "")
+        f"{observer.restarts} program restarts, {observer.checks} host-vs-row checks"
+        + (f"; {observer.error}" if observer.error else "")
     )
     if violations:
         lines.append(f"seed {options.seed}: {len(violations)} violation(s)")
