@@ -152,14 +152,29 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     # A commit reported equal to the target is no reason to skip here: /version
     # shows what is checked out, not what runs (a half-done earlier attempt).
     pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    log = append_log(row.log, f"precheck ok: {len(pids)} programs running")
+    before = row.current_commit
+    # Another update may have changed the server since Build Plan: roll back to
+    # what it runs now, not to what it ran then (perhaps a commit rolled back
+    # since as bad). Not to the target: a half-done earlier attempt shows it.
+    if obs.commit and obs.commit not in (before, update.commit):
+        before = obs.commit
+        log = append_log(
+            log, f"the server is on {obs.commit[:12]} now (planned on {row.current_commit[:12]})"
+        )
+    rollback = update.rollback_commit if update.rollback_to_specific else row.rollback_commit
+    if not update.rollback_to_specific and before != row.current_commit:
+        rollback = before
     return row.copy(
         status=RowStatus.RUNNING,
         step=Step.COMMAND,
+        current_commit=before,
+        rollback_commit=rollback,
         reported_commit=obs.commit or row.reported_commit,
         pids_before=json.dumps(pids, sort_keys=True),
         attempts=row.attempts + 1,
         reason="",
-        log=append_log(row.log, f"precheck ok: {len(pids)} programs running"),
+        log=log,
     )
 
 

@@ -271,8 +271,17 @@ class Observer(threading.Thread):
                 )
             except FleetError:  # down for a moment (a fault): ask again next pass
                 if final:
+                    head = read_head(self.agent_dirs[host])
+                    owner = [n for n, u in updates.items() if u.commit == head and head]
                     found.append(
-                        inv.Violation("row-vs-host", host, update.name, "the agent does not answer")
+                        inv.Violation(
+                            "row-vs-host",
+                            host,
+                            update.name,
+                            f"row #{row.idx} is {row.status.value} but the agent does not answer; "
+                            f"its checkout is {head[:12] or '?'}"
+                            + (f", the commit of {', '.join(owner)}" if owner else ""),
+                        )
                     )
                 continue
             violation = inv.host_matches_row(update, row, view)
