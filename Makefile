@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup demo test test-stages lint format bench clean
+.PHONY: setup demo test test-stages lint format bench soak clean
 
 # $(call timed,STAGE,COMMAND): runs COMMAND, prints `timing: STAGE Ns`, keeps its exit status.
 timed = t=$$(date +%s); $(2); rc=$$?; echo "timing: $(1) $$(($$(date +%s) - t))s"; exit $$rc
@@ -42,6 +42,14 @@ format: setup
 
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
+
+# A fault soak on a loopback fleet (docs/soak.md): `make soak MINUTES=60 SEED=1234 HOSTS=40`.
+MINUTES ?= 20
+HOSTS   ?= 40
+SEED    ?=
+soak: setup
+	$(BIN)/python -m agent_update.testing.soak --minutes $(MINUTES) --hosts $(HOSTS) \
+	  $(if $(SEED),--seed $(SEED))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -13,6 +13,9 @@ make_fleet = make_fleet_fixture()
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "fleet: starts real processes on 127.0.0.N (seconds)")
     config.addinivalue_line(
+        "markers", "soak: the short fault soak (minutes; deselect with -m 'not soak')"
+    )
+    config.addinivalue_line(
         "markers",
         "real_agent: the real frappe/agent on 127.0.9.N, as root (minutes; skipped without it)",
     )

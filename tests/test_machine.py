@@ -373,3 +373,21 @@ def test_a_rollback_that_never_started_is_fatal():
     ended = machine.after_command(u, row, obs, 7)
     assert ended.status is RowStatus.FATAL
     assert "another update is running" in ended.reason and "agent:web is FATAL" in ended.reason
+
+
+def test_precheck_rolls_back_to_what_the_server_runs_now_not_what_it_ran_when_planned():
+    """Another update changed the server after Build Plan (found by the fault soak)."""
+    u = upd()
+    row = machine.claim(pending(1)[0])  # planned on OLD
+    moved = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=BACK), 0)
+    assert moved.current_commit == BACK and moved.rollback_commit == BACK
+    assert "on cccccccccccc now (planned on aaaaaaaaaaaa)" in moved.log
+    same = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=OLD), 0)
+    assert same.rollback_commit == OLD and "now (planned" not in same.log
+    half_done = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=NEW), 0)
+    assert half_done.rollback_commit == OLD  # the target is never a rollback commit
+    specific = upd(rollback_to_specific=True, rollback_commit="d" * 40)
+    pinned = machine.after_precheck(
+        specific, row.copy(rollback_commit="d" * 40), PrecheckObs(programs=PROGRAMS, commit=BACK), 0
+    )
+    assert pinned.rollback_commit == "d" * 40 and pinned.current_commit == BACK

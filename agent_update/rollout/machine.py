@@ -156,15 +156,25 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
     # shows what is checked out, not what runs (a half-done earlier attempt).
     pids = {name: pid for name, (_, pid) in obs.programs.items()}
     back, note = rollback_target.choose(update, restart_set(update, pids), obs.commit, obs.running)
+    log = append_log(row.log, f"precheck ok: {len(pids)} programs running; {note}")
+    before = row.current_commit
+    # Another update may have changed the server since Build Plan: what it ran
+    # before this row is what it runs now (the history and undo read it).
+    if obs.commit and obs.commit not in (before, update.commit):
+        before = obs.commit
+        log = append_log(
+            log, f"the server is on {obs.commit[:12]} now (planned on {row.current_commit[:12]})"
+        )
     return row.copy(
         status=RowStatus.RUNNING,
         step=Step.COMMAND,
+        current_commit=before,
         reported_commit=obs.commit or row.reported_commit,
         rollback_commit=back,
         pids_before=json.dumps(pids, sort_keys=True),
         attempts=row.attempts + 1,
         reason="",
-        log=append_log(row.log, f"precheck ok: {len(pids)} programs running; {note}"),
+        log=log,
     )
 
 

@@ -43,6 +43,7 @@ DEFAULT_BEHAVIOUR: dict[str, Any] = {
     "crash_after": 1.5,  # crashloop, dieloop: seconds alive before dying (> startsecs=1)
     "worker": "ok",  # ok | exit
     "update_exit": 0,
+    "update_restarts": True,  # False: `update` restarts nothing yet says it is complete
 }
 
 
@@ -249,7 +250,8 @@ def run_update(config: dict[str, Any], args: argparse.Namespace) -> int:
     """Restart the chosen programs; like the real agent, do nothing if one is down."""
     behaviour = load_behaviour()
     states = program_states(config, fresh=True)
-    if states and all(state == "RUNNING" for state in states.values()):
+    restarts = bool(behaviour["update_restarts"])
+    if restarts and states and all(state == "RUNNING" for state in states.values()):
         chosen: list[str] = []
         if args.restart_redis:
             chosen.append("redis")

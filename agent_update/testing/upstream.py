@@ -35,6 +35,7 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "liar": {"update_exit": 1},
     "crashloop": {"web": "crashloop"},
     "dieloop": {"web": "dieloop", "crash_after": 3.0},
+    "norestart": {"update_restarts": False},  # not a fleet commit: the soak adds it
 }
 
 _IDENT = "Loopback Fleet <fleet@localhost>"

@@ -1,0 +1,15 @@
+"""The fault soak: many rollouts at once under random faults, invariants checked all along.
+
+Modules:
+
+* ``faults``: the fault kinds, the seeded scheduler that draws them, and the
+  injector that does them to a host (and heals them);
+* ``invariants``: pure checks over observations, each returning violations;
+* ``observer``: samples the hosts' side and the store, runs the invariants;
+* ``driver``: rollouts through the ``agent-update`` CLI over one SQLite store
+  (runners killed with SIGKILL, buttons pressed at random);
+* ``session``: one soak from start to end, and its report;
+* ``__main__``: ``python -m agent_update.testing.soak --minutes N --seed S --hosts 40``.
+
+See docs/soak.md.
+"""
