@@ -385,7 +385,7 @@ def test_precheck_rolls_back_to_what_the_server_runs_now_not_what_it_ran_when_pl
     same = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=OLD), 0)
     assert same.rollback_commit == OLD and "now (planned" not in same.log
     half_done = machine.after_precheck(u, row, PrecheckObs(programs=PROGRAMS, commit=NEW), 0)
-    assert half_done.rollback_commit == OLD  # the target is never a rollback commit
+    assert half_done.rollback_commit == ""  # never the target; no reflog to say more
     specific = upd(rollback_to_specific=True, rollback_commit="d" * 40)
     pinned = machine.after_precheck(
         specific, row.copy(rollback_commit="d" * 40), PrecheckObs(programs=PROGRAMS, commit=BACK), 0
