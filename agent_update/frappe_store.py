@@ -219,16 +219,13 @@ class FrappeStore:
             )
 
     def scheduled_updates(self, now: float) -> list[str]:
-        """Pending updates whose scheduled start has come (the tick starts them).
-
-        An unset Datetime is NULL, which ``<=`` never matches.
-        """
+        """Pending updates whose scheduled start has come (the tick starts them)."""
         with self._context():
-            return frappe.get_all(
-                codec.UPDATE_DOCTYPE,
-                filters={"status": "Pending", "scheduled_start": ("<=", codec.to_datetime(now))},
-                order_by="scheduled_start asc",
-                pluck="name",
+            return frappe.db.sql_list(
+                f"SELECT name FROM {UPDATE_TABLE} WHERE status='Pending' "
+                "AND scheduled_start IS NOT NULL AND scheduled_start <= %s "
+                "ORDER BY scheduled_start",
+                [codec.to_datetime(now)],
             )
 
     # --------------------------------------------------------------- rows

@@ -226,8 +226,8 @@ class Service:
                 if update.status is UpdateStatus.PENDING:
                     rules.validate_deadline(update, self.clock())
                 started = commands.start(update, self.store.get_rows(name), self.clock())
-            if user and update.status is UpdateStatus.PENDING:  # who started it (alerts, history)
-                started = started.copy(start_requested_by=user)
+                if user and update.status is UpdateStatus.PENDING:  # who started it
+                    started = started.copy(start_requested_by=user)
                 self.store.save_update(started, started.changed_fields(update))
                 log.info("%s: %s -> %s", name, update.status.value, started.status.value)
         return self.store.get_update(name)

@@ -194,7 +194,7 @@ class TestDesk(FleetCase):
         self.assertIn("Aborted", sent["final"])
         self.assertEqual(form.get_onload().queue_warning, "")
         script = frappe.get_app_path(
-            "agent_update", "agent_update", "doctype", "agent_update", "agent_update.js"
+            "agent_update", "agent_update", "doctype", "agent_rollout", "agent_rollout.js"
         )
         with open(script) as f:
             text = f.read()
