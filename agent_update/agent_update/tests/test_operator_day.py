@@ -107,3 +107,16 @@ class TestOperatorDay(FleetCase):
         space = frappe.get_doc("Workspace", "Agent Update")
         links = {s.link_to for s in space.shortcuts}
         self.assertLessEqual({codec.UPDATE_DOCTYPE, codec.SERVER_DOCTYPE}, links)
+
+    def test_undo_takes_the_servers_back_to_what_they_ran(self) -> None:
+        name = self.planned()
+        api.start(name, now=True)
+        self.assertEqual(self.load(name).status, "Success")
+        out = api.undo(name, now=True)
+        (back,) = out["updates"]
+        self.assertEqual(out["left_out"], [])
+        self.assertEqual(self.load(back).status, "Pending")  # planned, waiting for Start
+        api.start(back, now=True)
+        self.assertEqual(self.load(back).status, "Success")
+        for server in self.servers:
+            self.assertEqual(self.running(server), self.fleet.commits.base)

@@ -186,6 +186,29 @@
 			if (["Pending", "Running", "Paused"].includes(status) && !frm.doc.aborted) {
 				frm.add_custom_button(__("Abort"), () => agent_update.abort(frm));
 			}
+			if (agent_update.final(frm)) {
+				frm.add_custom_button(__("Undo"), () =>
+					frappe.confirm(
+						__(
+							"Make new updates that take every server this update changed back to the commit it ran before? They are planned, then wait for Start."
+						),
+						() =>
+							frappe
+								.xcall("agent_update.api.undo", { name: frm.doc.name })
+								.then((out) => {
+									const links = (out.updates || [])
+										.map((n) => `<a href="/app/agent-rollout/${n}">${n}</a>`)
+										.join(", ");
+									const left = (out.left_out || []).length
+										? `<br>${__("Left out")}: ${frappe.utils.escape_html(
+												out.left_out.join("; ")
+										  )}`
+										: "";
+									frappe.msgprint(__("Undo: {0}", [links]) + left, __("Undo"));
+								})
+					)
+				);
+			}
 			if (status === "Failure" || status === "Partial Success") {
 				agent_update.confirmed(
 					frm,
