@@ -253,6 +253,26 @@ def undo(name: str, now: bool = False) -> dict[str, Any]:
 
 
 @frappe.whitelist()
+def server_history(server: str) -> list[dict[str, Any]]:
+    """Every row that named ``server``, newest first: update, from, to, what ran, how it ended."""
+    frappe.has_permission(codec.UPDATE_DOCTYPE, "read", throw=True)
+    store = get_service().store
+    names = frappe.get_all(
+        codec.ROW_DOCTYPE,
+        filters={"server": server, "parenttype": codec.UPDATE_DOCTYPE},
+        pluck="parent",
+        distinct=True,
+    )
+    entries = []
+    with frappe_errors():
+        for name in names:
+            update = store.get_update(name)
+            rows = [r for r in store.get_rows(name) if r.server == server]
+            entries += [history.entry(update, r) for r in rows]
+    return [e.as_dict() for e in history.sort_newest_first(entries)]
+
+
+@frappe.whitelist()
 def tick(now: bool = False) -> list[str]:
     """What the scheduler does every minute: resume rollouts a dead worker left."""
     _check(None)

@@ -120,3 +120,15 @@ class TestOperatorDay(FleetCase):
         self.assertEqual(self.load(back).status, "Success")
         for server in self.servers:
             self.assertEqual(self.running(server), self.fleet.commits.base)
+
+    def test_a_servers_history_lists_every_rollout_that_touched_it(self) -> None:
+        first = self.planned()
+        api.start(first, now=True)
+        server = next(iter(self.servers))
+        entries = api.server_history(server)
+        mine = [e for e in entries if e["update"] == first]
+        self.assertEqual(len(mine), 1)
+        entry = mine[0]
+        self.assertEqual((entry["status"], entry["after"]), ("Success", self.fleet.commits.good))
+        self.assertEqual(entry["before"], self.fleet.commits.base)
+        self.assertEqual(self.running(server), entry["after"])
