@@ -361,7 +361,7 @@ class Service:
                 if update.lease_expires is None or update.lease_expires <= now:
                     self.build_plan(name)
                     touched.append(name)
-            elif self.runner.kick(name):
+            elif self.runner.kick(name) and name not in touched:
                 touched.append(name)
         if touched:
             log.info("tick: resumed %s", ", ".join(touched))
