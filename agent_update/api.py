@@ -32,7 +32,6 @@ from agent_update.frappe_service import (
     queue_info,
 )
 from agent_update.rollout import commands, history, rules, waves
-from agent_update.rollout.errors import TransitionError
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
     FINAL_UPDATE_STATUSES,
@@ -234,21 +233,13 @@ def undo(name: str, now: bool = False) -> dict[str, Any]:
     """
     _check(name, "read")
     frappe.has_permission(codec.UPDATE_DOCTYPE, "create", throw=True)
-    service = get_service()
     with frappe_errors():
-        update = service.store.get_update(name)
-        plan = history.undo_plan(update, service.store.get_rows(name))
-        if not plan.groups:
-            why = "; ".join(f"{s}: {w}" for s, w in plan.left_out) or "no server was changed"
-            raise TransitionError(f"nothing to undo in {name} ({why})")
-        made = [
-            service.create(history.undo_update(update, commit), rows).name
-            for commit, rows in plan.groups.items()
-        ]
+        updates, left_out = get_service().undo(name, plan=False)
+    made = [u.name for u in updates]
     _note(name, _("undone by {0}").format(", ".join(made)))
     for new in made:
         _enqueue("build_plan", new, now)
-    left = [f"{server}: {why}" for server, why in plan.left_out]
+    left = [f"{server}: {why}" for server, why in left_out]
     return {"name": name, "updates": made, "left_out": left, "queued": not now, "status": None}
 
 

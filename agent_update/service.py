@@ -316,25 +316,25 @@ class Service:
             self.store.delete_update(name)  # type: ignore[attr-defined]
         log.info("%s: deleted (it was %s)", name, update.status.value)
 
-    def undo(self, name: str) -> tuple[list[Update], list[tuple[str, str]]]:
+    def undo(self, name: str, *, plan: bool = True) -> tuple[list[Update], list[tuple[str, str]]]:
         """New updates taking every server ``name`` changed back to what it ran before.
 
         One update per commit to go back to (one, unless the servers ran
         different commits before), with the original's settings, planned
-        (Build Plan) and left Pending for Start. Returns them and the servers
-        left out with why.
+        (Build Plan; ``plan=False`` leaves that to a job, as the desk does)
+        and left Pending for Start. Returns them and the servers left out with why.
         """
         update = self.store.get_update(name)
-        plan = history.undo_plan(update, self.store.get_rows(name))
-        if not plan.groups:
-            why = "; ".join(f"{s}: {w}" for s, w in plan.left_out) or "no server was changed"
+        found = history.undo_plan(update, self.store.get_rows(name))
+        if not found.groups:
+            why = "; ".join(f"{s}: {w}" for s, w in found.left_out) or "no server was changed"
             raise TransitionError(f"nothing to undo in {name} ({why})")
         made = []
-        for commit, rows in plan.groups.items():
+        for commit, rows in found.groups.items():
             created = self.create(history.undo_update(update, commit), rows)
-            made.append(self.build_plan(created.name))
+            made.append(self.build_plan(created.name) if plan else created)
             log.info("%s: undo of %s, %d servers back to %s", created.name, name, len(rows), commit)
-        return made, plan.left_out
+        return made, found.left_out
 
     # --------------------------------------------------------------- watchdog
     def tick(self) -> list[str]:
@@ -349,9 +349,9 @@ class Service:
                 self.start_if_ready(name, user=update.start_requested_by)
             except AgentUpdateError as exc:  # e.g. a rollback commit gone: say so, go on
                 log.warning("%s: scheduled start refused: %s", name, exc)
-                self.store.save_update(
-                    update.copy(why_stuck=f"scheduled start: {exc}"), ["why_stuck"]
-                )
+                stuck = f"scheduled start: {exc}"
+                if stuck != update.why_stuck:  # once, not at every tick
+                    self.store.save_update(update.copy(why_stuck=stuck), ["why_stuck"])
                 continue
             log.info("%s: started at its scheduled time", name)
             touched.append(name)
