@@ -7,8 +7,7 @@ from __future__ import annotations
 
 from enum import IntEnum
 
-from agent_update.rollout.commands import TEST_MODE_PAUSE
-from agent_update.rollout.model import Update, UpdateStatus
+from agent_update.rollout.model import TEST_MODE_PAUSE, Update, UpdateStatus
 
 
 class Exit(IntEnum):

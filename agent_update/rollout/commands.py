@@ -14,6 +14,7 @@ from agent_update.rollout.errors import TransitionError, ValidationError
 from agent_update.rollout.machine import restart_set
 from agent_update.rollout.model import (
     FAILED_ROW_STATUSES,
+    OPERATOR_PAUSE,
     AgentStatus,
     Row,
     RowStatus,
@@ -169,10 +170,6 @@ def start(update: Update, rows: list[Row], now: float) -> Update:
     return update.copy(
         status=UpdateStatus.RUNNING, started_at=now, ended_at=None, halted=False, halt_reason=""
     )
-
-
-OPERATOR_PAUSE = "paused by an operator; Resume goes on"
-TEST_MODE_PAUSE = "test mode:"  # how the test-mode pause's reason begins (rollout.decide)
 
 
 def pause(update: Update) -> Update:

@@ -12,7 +12,14 @@ from dataclasses import dataclass, field
 
 from agent_update.rollout import schedule, waves
 from agent_update.rollout.budget import budget_reason
-from agent_update.rollout.model import GateAction, Row, RowStatus, Update, UpdateStatus
+from agent_update.rollout.model import (
+    TEST_MODE_PAUSE,
+    GateAction,
+    Row,
+    RowStatus,
+    Update,
+    UpdateStatus,
+)
 from agent_update.rollout.tally import Tally, tally_from_rows
 
 
@@ -118,7 +125,9 @@ def decide(
                 decision.changes.update(
                     status=UpdateStatus.PAUSED,
                     paused_for_test_mode=True,
-                    pause_reason=f"test mode: {started} servers updated; Resume runs the rest",
+                    pause_reason=(
+                        f"{TEST_MODE_PAUSE} {started} servers updated; Resume runs the rest"
+                    ),
                 )
             return decision
         free = min(free, update.test_mode_count - started)

@@ -36,6 +36,11 @@ FINAL_UPDATE_STATUSES = frozenset(
 )
 
 
+# Pause reasons the engine writes itself; a script tells a test-mode pause by its start.
+OPERATOR_PAUSE = "paused by an operator; Resume goes on"
+TEST_MODE_PAUSE = "test mode:"
+
+
 class GateAction(str, Enum):
     """What a wave whose gate fails does to the rollout."""
 
