@@ -270,6 +270,8 @@ class Service:
     def force_continue(self, name: str) -> Update:
         with self.store.locked(name):
             update = self.store.get_update(name)
+            # Past its deadline the rollout would end at once, its rows reset for nothing.
+            rules.validate_deadline(update, self.clock())
             rows = self.store.get_rows(name)
             by_idx = {r.idx: r for r in rows}
             continued, changed = commands.force_continue(update, rows)

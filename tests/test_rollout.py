@@ -242,6 +242,11 @@ def test_precheck_fails_when_a_program_is_down_then_force_continue(reset, tmp_pa
     final = service.drive(final.name, timeout=120)
     assert final.status is UpdateStatus.SUCCESS
     assert on(fleet, host.name) == (fleet.commits.good, fleet.commits.good)
+    # The failed attempt's log is kept, then the retry's own lines follow it.
+    log = service.store.get_row(final.name, first.idx).log
+    assert log.startswith(first.log)
+    retried = log.index("force continue: retried after Failure: precheck")
+    assert "Success" in log[retried:]
 
 
 def test_lanes_run_servers_at_once(reset, tmp_path):

@@ -107,6 +107,22 @@ def test_a_later_hostile_edit_is_caught_at_start(tmp_path):
     assert store.get_update(update.name).status is UpdateStatus.PENDING
 
 
+def test_force_continue_past_the_deadline_is_refused_and_changes_nothing(tmp_path):
+    """It would end the rollout at once, its failed rows reset for nothing."""
+    store = SqliteStore(tmp_path / "s.db")
+    service = Service(store, EngineSettings(), clock=lambda: 2000.0)
+    failed = Row(idx=1, server="s1", status=RowStatus.FAILURE, reason="x", log="attempt 1")
+    update = store.insert_update(
+        valid(status=UpdateStatus.PARTIAL_SUCCESS, deadline_at=1000.0), [failed]
+    )
+    with pytest.raises(ValidationError) as err:
+        service.force_continue(update.name)
+    assert err.value.field == "deadline_at"
+    assert store.get_update(update.name).status is UpdateStatus.PARTIAL_SUCCESS
+    row = store.get_row(update.name, 1)
+    assert (row.status, row.log) == (RowStatus.FAILURE, "attempt 1")
+
+
 def test_buttons_only_apply_in_their_states():
     draft = valid()
     with pytest.raises(TransitionError):
@@ -120,6 +136,29 @@ def test_buttons_only_apply_in_their_states():
     assert err.value.field == "servers"
     resumed = commands.start(draft.copy(status=UpdateStatus.PAUSED), [], 0)
     assert resumed.status is UpdateStatus.RUNNING  # Resume after Pause works
+
+
+def test_force_continue_keeps_the_failed_attempts_log():
+    failed = Row(
+        idx=1,
+        server="s1",
+        status=RowStatus.FAILURE,
+        reason="precheck: agent:web is STOPPED",
+        log="precheck failed: agent:web is STOPPED",
+        started_at=5.0,
+    )
+    ok = Row(idx=2, server="s2", status=RowStatus.SUCCESS, log="done")
+    update, changed = commands.force_continue(
+        valid(status=UpdateStatus.PARTIAL_SUCCESS), [failed, ok]
+    )
+    assert update.status is UpdateStatus.RUNNING
+    [row] = changed
+    assert row.idx == 1 and row.status is RowStatus.PENDING
+    assert row.started_at is None and row.reason == ""
+    assert row.log.splitlines() == [
+        "precheck failed: agent:web is STOPPED",
+        "force continue: retried after Failure: precheck: agent:web is STOPPED",
+    ]
 
 
 # -- server fields and settings (every value that reaches a shell or a URL) --

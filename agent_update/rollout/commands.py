@@ -22,6 +22,7 @@ from agent_update.rollout.model import (
     Step,
     Update,
     UpdateStatus,
+    append_log,
 )
 from agent_update.rollout.running import RunningObs, stale_reason
 
@@ -191,16 +192,20 @@ def resume(update: Update) -> Update:
 
 
 def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
-    """Failed rows back to Pending with timers, logs and reasons reset.
+    """Failed rows back to Pending with timers and reasons reset, their logs kept.
 
-    The open wave starts afresh with them: its own outcome counts from here.
+    What the failed attempt did stays in the row's log, with a line saying
+    the operator retried it: the next attempt's lines follow it. The open
+    wave starts afresh with them: its own outcome counts from here.
     """
     if update.status not in (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS):
         raise TransitionError(
             f"Force Continue needs a Failure or Partial Success update, not {update.status.value}"
         )
     changed = [
-        fresh(r).copy(status=RowStatus.PENDING) for r in rows if r.status in FAILED_ROW_STATUSES
+        fresh(r).copy(status=RowStatus.PENDING, log=append_log(r.log, retried_line(r)))
+        for r in rows
+        if r.status in FAILED_ROW_STATUSES
     ]
     done = update.copy(
         status=UpdateStatus.RUNNING,
@@ -215,6 +220,12 @@ def force_continue(update: Update, rows: list[Row]) -> tuple[Update, list[Row]]:
         pause_reason="",
     )
     return done, changed
+
+
+def retried_line(row: Row) -> str:
+    """The log line Force Continue leaves between a failed attempt and the next."""
+    why = f": {row.reason}" if row.reason else ""
+    return f"force continue: retried after {row.status.value}{why}"
 
 
 ABORTABLE = (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED)
