@@ -11,6 +11,7 @@ instead of enqueueing an RQ job, so a rollout completes without a worker.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ from frappe import _
 from frappe.utils import cint, flt
 
 from agent_update import frappe_codec as codec
+from agent_update import frappe_job_holds as job_holds
 from agent_update.frappe_press import PressDefaults, press_defaults
 from agent_update.frappe_store import FrappeStore
 from agent_update.rollout.errors import TransitionError, ValidationError
@@ -68,7 +70,28 @@ def engine_settings() -> EngineSettings:
         plan_concurrency=cint(positive("plan_concurrency", base.plan_concurrency)),
         default_repo=(doc.default_repo or "").strip() or press.repo,
         default_branch=(doc.default_branch or "").strip() or press.branch,
+        agent_ca_file=ca_file(doc.get("agent_ca_bundle") or ""),
     )
+
+
+def ca_file(pem: str) -> str:
+    """The CA bundle as a file of the site's private folder (requests takes a path).
+
+    Named by its content's hash, so a changed bundle is a new file and a
+    running row keeps the one it started with; "" when no bundle is set.
+    """
+    pem = pem.strip()
+    if not pem:
+        return ""
+    digest = hashlib.sha256(pem.encode()).hexdigest()[:16]
+    path = os.path.abspath(frappe.get_site_path("private", f"agent-update-ca-{digest}.pem"))
+    if not os.path.exists(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        partial = f"{path}.{os.getpid()}.tmp"
+        with open(partial, "w") as f:
+            f.write(pem + "\n")
+        os.replace(partial, path)
+    return path
 
 
 # -------------------------------------------------------------------- queue
@@ -189,9 +212,12 @@ def row_timeout(name: str) -> int:
 
 
 class FrappeRowHooks:
-    """Around each server: flag the Agent Server, then call other apps' hooks.
+    """Around each server: halt its agent jobs, then call other apps' hooks.
 
-    Subscribers are listed in an app's hooks.py::
+    The server's switch (Press's ``halt_agent_jobs``, an Agent Server's
+    ``agent_jobs_halted``) is set for the row's update and rollback, then
+    put back to what it was (frappe_job_holds.py). Subscribers are listed in
+    an app's hooks.py::
 
         agent_update_before_server = ["myapp.agents.hold_jobs"]
         agent_update_after_server = ["myapp.agents.release_jobs"]
@@ -204,19 +230,12 @@ class FrappeRowHooks:
     """
 
     def before_update(self, update: Update, row: Row) -> None:
-        _set_jobs_halted(row.server, True)
+        job_holds.hold(row.server, update.name, row.idx)
         _call_hooks(BEFORE_SERVER_HOOK, update, row)
 
     def after_update(self, update: Update, row: Row) -> None:
         _call_hooks(AFTER_SERVER_HOOK, update, row)
-        _set_jobs_halted(row.server, False)
-
-
-def _set_jobs_halted(server: str, halted: bool) -> None:
-    frappe.db.set_value(
-        codec.SERVER_DOCTYPE, server, "agent_jobs_halted", int(halted), update_modified=False
-    )
-    frappe.db.commit()
+        job_holds.release(row.server, update.name, row.idx)
 
 
 def _call_hooks(hook: str, update: Update, row: Row) -> None:

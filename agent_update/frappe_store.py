@@ -31,9 +31,10 @@ from typing import Any
 
 import frappe
 from frappe.utils import now as frappe_now
-from frappe.utils.password import get_decrypted_password
 
 from agent_update import frappe_codec as codec
+from agent_update import frappe_registry as registry
+from agent_update.frappe_leases import FrappeServerLeases
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
@@ -88,7 +89,7 @@ def _has_context() -> bool:
     return getattr(frappe.local, "db", None) is not None
 
 
-class FrappeStore:
+class FrappeStore(FrappeServerLeases):
     """See rollout.store.Store; ``writes`` counts data-changing statements."""
 
     def __init__(self) -> None:
@@ -167,7 +168,11 @@ class FrappeStore:
 
     def insert_update(self, update: Update, rows: list[Row]) -> Update:
         with self._context():
-            doc = frappe.get_doc(codec.update_doc_dict(update, rows))
+            values = codec.update_doc_dict(update, rows)
+            kinds = registry.doctypes_of(r.server for r in rows)
+            for child in values["servers"]:
+                child["server_doctype"] = kinds.get(child["server"], "")
+            doc = frappe.get_doc(values)
             doc.flags.from_engine = True  # already validated and prepared by the engine
             doc.insert(ignore_permissions=True)
             self.writes += 1 + len(rows) + len(update.server_types)
@@ -349,6 +354,7 @@ class FrappeStore:
     def replace_rows(self, name: str, rows: list[Row]) -> None:
         with self._context():
             self._write(f"DELETE FROM {ROW_TABLE} WHERE {ROW_WHERE}", [name])
+            kinds = registry.doctypes_of(r.server for r in rows)
             for row in rows:
                 child = frappe.get_doc(
                     {
@@ -356,6 +362,7 @@ class FrappeStore:
                         "parent": name,
                         "parenttype": codec.UPDATE_DOCTYPE,
                         "parentfield": "servers",
+                        "server_doctype": kinds.get(row.server, ""),
                         **codec.row_values(row, codec.ROW_COLUMNS),
                     }
                 )
@@ -389,83 +396,15 @@ class FrappeStore:
             self._commit()
 
     # ------------------------------------------------------------ servers
+    # The registry: Press's servers first, then Agent Server (frappe_registry.py).
     def get_server(self, name: str) -> Server | None:
         with self._context():
-            found = frappe.db.sql(
-                f"SELECT * FROM `tab{codec.SERVER_DOCTYPE}` WHERE name=%s", name, as_dict=True
-            )
-            if not found:
-                return None
-            password = get_decrypted_password(
-                codec.SERVER_DOCTYPE, name, "agent_password", raise_exception=False
-            )
-            return codec.server_from(found[0], password or "")
+            return registry.get_server(name)
 
     def list_servers(self) -> list[Server]:
         """The registry without passwords: it only decides which servers are listed."""
         with self._context():
-            found = frappe.db.sql(
-                f"SELECT * FROM `tab{codec.SERVER_DOCTYPE}` ORDER BY name", as_dict=True
-            )
-            return [codec.server_from(r) for r in found]
-
-    # ------------------------------------------------------ server leases
-    # One rollout per server (rollout.server_leases): compare-and-set on the
-    # Agent Server row, symmetric to the SQLite store's server_leases table.
-
-    def claim_server(self, server: str, name: str, idx: int, now: float, ttl: float) -> str:
-        """Take or renew; "" when (name, idx) holds it now, else the holder's update."""
-        with self._context():
-            self._write(
-                f"UPDATE {SERVER_TABLE} SET rollout_lease_update=%s, rollout_lease_row=%s, "
-                "rollout_lease_expires=%s WHERE name=%s AND (rollout_lease_update IS NULL "
-                "OR rollout_lease_update='' OR rollout_lease_expires<=%s "
-                "OR (rollout_lease_update=%s AND rollout_lease_row=%s))",
-                [name, idx, now + ttl, server, now, name, idx],
-            )
-            found = frappe.db.sql(
-                f"SELECT rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} WHERE name=%s",
-                server,
-            )
-            self._commit()
-        if not found:  # not in the registry: its row fails its precheck without touching it
-            return ""
-        holder = (found[0][0] or "", int(found[0][1] or 0))
-        return "" if holder == (name, idx) else holder[0]
-
-    def release_server(self, server: str, name: str, idx: int) -> None:
-        with self._context():
-            self._write(
-                f"UPDATE {SERVER_TABLE} SET rollout_lease_update='', rollout_lease_row=0, "
-                "rollout_lease_expires=0 WHERE name=%s AND rollout_lease_update=%s "
-                "AND rollout_lease_row=%s",
-                [server, name, idx],
-            )
-            self._commit()
-
-    def server_holders(self, servers: Iterable[str], now: float) -> dict[str, tuple[str, int]]:
-        chosen = sorted(set(servers))
-        out: dict[str, tuple[str, int]] = {}
-        with self._context():
-            for start in range(0, len(chosen), 500):
-                found = frappe.db.sql(
-                    f"SELECT name, rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} "
-                    "WHERE name IN %s AND rollout_lease_update!='' AND rollout_lease_expires>%s",
-                    [tuple(chosen[start : start + 500]), now],
-                )
-                out.update({r[0]: (r[1], int(r[2] or 0)) for r in found})
-        return out
-
-    def foreign_leases(self, name: str, now: float) -> dict[str, tuple[str, int]]:
-        """Live leases of other updates' rows (an index range on the holder column)."""
-        with self._context():
-            found = frappe.db.sql(
-                f"SELECT name, rollout_lease_update, rollout_lease_row FROM {SERVER_TABLE} "
-                "WHERE rollout_lease_update>'' AND rollout_lease_update<>%s "
-                "AND rollout_lease_expires>%s",
-                [name, now],
-            )
-        return {r[0]: (r[1], int(r[2] or 0)) for r in found}
+            return registry.list_servers()
 
     def waiting_for(self, server: str) -> list[str]:
         """Running updates with a Pending row on ``server``."""

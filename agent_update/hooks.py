@@ -26,3 +26,9 @@ scheduler_events = {
 # Other apps may subscribe to these around each server (see docs/frappe.md):
 #   agent_update_before_server = ["myapp.module.fn"]   # fn(update=Update, row=Row)
 #   agent_update_after_server = ["myapp.module.fn"]
+
+# Frappe Press's own Agent Update (when Press is installed): its form warns of
+# servers an unfinished Agent Rollout also updates (docs/press.md).
+doc_events = {
+    "Agent Update": {"validate": "agent_update.press_hooks.warn_shared_servers"},
+}

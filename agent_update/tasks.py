@@ -17,6 +17,7 @@ import frappe
 from frappe.desk.doctype.notification_log.notification_log import enqueue_create_notification
 
 from agent_update import frappe_codec as codec
+from agent_update import frappe_job_holds as job_holds
 from agent_update.frappe_service import get_service, notify_update
 from agent_update.rollout.errors import AgentUpdateError
 from agent_update.rollout.stall import Stall
@@ -75,7 +76,12 @@ def split(name: str, batches: int) -> list[str]:
 
 
 def tick() -> list[str]:
-    """Scheduler (every minute): resume rollouts a dead worker left; report stalls."""
+    """Scheduler (every minute): resume rollouts a dead worker left; report stalls.
+
+    First, servers whose agent jobs a dead runner's row left halted get their
+    switch back (frappe_job_holds.sweep); rows still in flight keep theirs.
+    """
+    job_holds.sweep()
     service = get_service()
     touched = service.tick()
     for alert in service.stalls():

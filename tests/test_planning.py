@@ -81,3 +81,35 @@ def test_a_server_ssh_cannot_reach_is_planned_with_the_reason(fleet, tmp_path):
     assert row.status is RowStatus.PENDING
     assert row.reason.startswith("current commit unknown: ssh: "), row.reason
     assert "127.0.0.2:9" in row.reason or "refused" in row.reason.lower(), row.reason
+
+
+def test_the_registry_is_read_again_at_each_rows_turn(fleet, tmp_path):
+    """Opted out, set Broken or renamed after Build Plan: Skipped with why, nothing run."""
+    service = fleet_service(fleet, tmp_path)
+    opted, broken, renamed, kept = fleet.hosts[:4]
+    for host in fleet.hosts[4:]:
+        service.store.save_server(replace(service.store.get_server(host.name), status="Archived"))
+    update = service.create(fleet_update(fleet.commits.good))
+    planned = service.build_plan(update.name)
+    assert planned.status is UpdateStatus.PENDING, planned.why_stuck
+    get = service.store.get_server
+    service.store.save_server(replace(get(opted.name), disable_agent_update=True))
+    service.store.save_server(replace(get(broken.name), status="Broken"))
+    service.store.save_server(replace(get(renamed.name), name=renamed.name + "-new"))
+    with service.store._tx() as db:
+        db.execute("DELETE FROM servers WHERE name=?", [renamed.name])
+    service.start(update.name)
+    final = service.drive(update.name, timeout=120)
+    rows = {r.server: r for r in service.store.get_rows(update.name)}
+    assert rows[opted.name].status is RowStatus.SKIPPED
+    assert "disable_agent_update is set" in rows[opted.name].reason
+    assert rows[broken.name].status is RowStatus.SKIPPED
+    assert "status is Broken" in rows[broken.name].reason
+    assert rows[renamed.name].status is RowStatus.SKIPPED
+    assert "no longer in the server registry" in rows[renamed.name].reason
+    for host in (opted, broken, renamed):
+        assert fleet.reported_commit(host) == fleet.commits.base, host.name
+        assert fleet.running_commit(host) == fleet.commits.base, host.name
+    assert rows[kept.name].status is RowStatus.SUCCESS
+    assert fleet.running_commit(kept) == fleet.commits.good
+    assert final.status is UpdateStatus.SUCCESS

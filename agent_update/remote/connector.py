@@ -254,7 +254,9 @@ class SshConnector:
     def __init__(self, settings: EngineSettings, agent: AgentClient | None = None) -> None:
         validate_settings(settings)  # nothing runs that could not be built
         self.settings = settings
-        self.agent = agent or AgentClient(timeout=settings.probe_timeout)
+        # TLS is always verified: against a private CA's bundle when one is set.
+        verify: bool | str = settings.agent_ca_file or True
+        self.agent = agent or AgentClient(timeout=settings.probe_timeout, verify=verify)
         self.credentials = SshCredentials(
             private_key=settings.ssh_private_key, known_hosts=settings.known_hosts
         )

@@ -70,3 +70,18 @@ class MissingServer:
 
     def close(self) -> None:
         return None
+
+
+def skip_reason(name: str, server: Server | None) -> str:
+    """Why a row's server is not to be touched at its turn ("" to go on).
+
+    Read from the registry right before the precheck, so a server opted out,
+    archived, broken, renamed or deleted since Build Plan is Skipped with
+    nothing run on it.
+    """
+    if server is None:
+        return (
+            f"{name} is no longer in the server registry (renamed or deleted since "
+            "Build Plan); nothing was run"
+        )
+    return server.opt_out_reason

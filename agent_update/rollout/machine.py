@@ -140,7 +140,7 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         return _abort_precheck(row, obs, now)
     row = row.copy(started_at=now)
     if obs.opted_out:
-        return _end(row, RowStatus.SKIPPED, now, "opted out of agent updates")
+        return _end(row, RowStatus.SKIPPED, now, obs.skip_reason or "opted out of agent updates")
     if obs.error or (obs.agent_error and not update.repair):
         return _end(row, RowStatus.FAILURE, now, f"precheck failed: {obs.error or obs.agent_error}")
     down = not_running(obs.programs)

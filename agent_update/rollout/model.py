@@ -125,6 +125,15 @@ class Server:
     def opted_out(self) -> bool:
         return self.disable_agent_update or self.status != "Active"
 
+    @property
+    def opt_out_reason(self) -> str:
+        """Why the registry says not to update it ("" when it may be updated)."""
+        if self.disable_agent_update:
+            return "opted out of agent updates (disable_agent_update is set)"
+        if self.status != "Active":
+            return f"opted out of agent updates (status is {self.status or 'empty'}, not Active)"
+        return ""
+
     def copy(self, **changes: object) -> Server:
         return replace(self, **changes)
 
@@ -297,3 +306,4 @@ class EngineSettings:
     plan_concurrency: int = 64  # servers probed at once by Build Plan
     default_repo: str = ""
     default_branch: str = ""
+    agent_ca_file: str = ""  # PEM bundle of a private CA for agents' TLS ("": the system's)

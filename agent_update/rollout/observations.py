@@ -18,6 +18,7 @@ class PrecheckObs:
     """Before changing anything: opt-out, program states and pids, commit."""
 
     opted_out: bool = False
+    skip_reason: str = ""  # why, when opted out (the registry's words)
     error: str = ""
     programs: Programs = field(default_factory=dict)
     commit: str | None = None

@@ -8,6 +8,7 @@ Every error names the field the operator must fix.
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Iterable
 
@@ -164,6 +165,10 @@ def validate_settings(settings: EngineSettings) -> None:
             raise ValidationError(key, f"must be a number of {unit}, got {value!r}")
         if not math.isfinite(value) or not low <= value <= high:
             raise ValidationError(key, f"must be within {low:g} … {high:g} {unit}, got {value!r}")
+    if settings.agent_ca_file and not os.path.isfile(settings.agent_ca_file):
+        raise ValidationError(
+            "agent_ca_file", f"{settings.agent_ca_file} is not a file (a PEM CA bundle)"
+        )
 
 
 def normal_name(name: str) -> str:

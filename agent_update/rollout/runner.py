@@ -27,6 +27,7 @@ from agent_update.rollout.links import (
     RowHooks,
     ServerLink,
     new_owner,
+    skip_reason,
 )
 from agent_update.rollout.machine import RowAction
 from agent_update.rollout.model import (
@@ -323,8 +324,8 @@ class Runner:
     ) -> Row:
         beat.check()
         if action is RowAction.PRECHECK:
-            opted_out = server is not None and server.opted_out
-            obs = PrecheckObs(opted_out=True) if opted_out else link.precheck()
+            why = skip_reason(row.server, server)
+            obs = PrecheckObs(opted_out=True, skip_reason=why) if why else link.precheck()
             new = machine.after_precheck(update, row, obs, self.clock())
         elif action is RowAction.COMMAND:
             sent = machine.command_sent(update, row, self.clock())

@@ -28,7 +28,7 @@ from typing import Any, TypeVar
 
 import requests
 
-from agent_update.testing import agentdir, procs, sshd, sshkeys, supervise, users
+from agent_update.testing import agentdir, ports, procs, sshd, sshkeys, supervise, users
 from agent_update.testing.host import SimHost
 from agent_update.testing.model import FleetCommits, FleetError, FleetHost
 from agent_update.testing.upstream import Upstream
@@ -67,6 +67,7 @@ class Fleet:
         *,
         start_timeout: float = 60.0,
         keep_root: bool = False,
+        same_agent_port: bool = False,
     ) -> None:
         if not 1 <= size <= 253:
             raise FleetError(f"fleet size {size} must be within 1 … 253 (127.0.0.2 … .254)")
@@ -76,6 +77,10 @@ class Fleet:
         self.workers = workers
         self.start_timeout = start_timeout
         self.keep_root = keep_root
+        # Every agent on one port (each host has its own address): for registries
+        # that derive an agent's URL from the host, like Frappe Press's servers.
+        self.same_agent_port = same_agent_port
+        self.agent_port = 0
         self._own_root = root is None
         self.root = Path(root).resolve() if root is not None else Path()
         self.hosts: list[FleetHost] = []
@@ -128,8 +133,11 @@ class Fleet:
         shas = self._upstream.create()
         self.commits = FleetCommits(**shas)
         self.upstream_url = str(self._upstream.bare)
+        addresses = [f"127.0.0.{index + 2}" for index in range(self.size)]
+        self.agent_port = ports.common_free_port(addresses) if self.same_agent_port else 0
         sims = [
-            SimHost.plan(self.root, index + 2, self.workers, fleet_id) for index in range(self.size)
+            SimHost.plan(self.root, index + 2, self.workers, fleet_id, self.agent_port)
+            for index in range(self.size)
         ]
         self._sims = {sim.spec.name: sim for sim in sims}
         self.hosts = [sim.spec for sim in sims]

@@ -45,15 +45,21 @@ class SimHost:
     user: users.AgentUser | None = None  # the agent's own user (production-like mode)
 
     @classmethod
-    def plan(cls, root: Path, index: int, workers: int, fleet_id: str = "") -> SimHost:
+    def plan(
+        cls, root: Path, index: int, workers: int, fleet_id: str = "", agent_port: int = 0
+    ) -> SimHost:
         """Choose address, ports, password and paths for host ``index`` (≥ 2).
 
-        With a ``fleet_id`` (run as root) the host gets its own agent user.
+        With a ``fleet_id`` (run as root) the host gets its own agent user;
+        with an ``agent_port`` its agent listens there (one port fleet-wide).
         """
         if not 2 <= index <= 254:
             raise FleetError(f"host index {index} is outside 127.0.0.2 … 127.0.0.254")
         address = f"127.0.0.{index}"
-        ssh_port, agent_port, redis_port = ports.free_ports(address, 3)
+        if agent_port:
+            ssh_port, redis_port = ports.free_ports(address, 2)
+        else:
+            ssh_port, agent_port, redis_port = ports.free_ports(address, 3)
         home = root / f"h{index}"
         socket_path = home / "s.sock"
         if len(str(socket_path).encode()) > SOCKET_PATH_MAX:

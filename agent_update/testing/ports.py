@@ -7,6 +7,7 @@ blocks per-address binds, and only the kernel's own check sees that.
 
 from __future__ import annotations
 
+import random
 import socket
 import threading
 
@@ -52,3 +53,27 @@ def is_listening(address: str, port: int, timeout: float = 0.2) -> bool:
             return True
     except OSError:
         return False
+
+
+def common_free_port(addresses: list[str], attempts: int = 200) -> int:
+    """One port bindable right now on every address (each loopback host's agent on it)."""
+    rng = random.Random()
+    for _ in range(attempts):
+        port = rng.randint(20000, 45000)
+        probes: list[socket.socket] = []
+        try:
+            with _lock:
+                if any((a, port) in _handed_out for a in addresses):
+                    continue
+                for address in addresses:
+                    probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    probes.append(probe)
+                    probe.bind((address, port))
+                _handed_out.update((a, port) for a in addresses)
+                return port
+        except OSError:
+            continue
+        finally:
+            for probe in probes:
+                probe.close()
+    raise OSError(f"no port free on all of {len(addresses)} addresses after {attempts} tries")

@@ -65,17 +65,25 @@ class FleetCase(FrappeTestCase):
     @classmethod
     def setUpClass(cls) -> None:
         super().setUpClass()
-        cls.fleet = Fleet(cls.FLEET_SIZE, start_timeout=90).start()
+        cls.fleet = cls.make_fleet().start()
         cls.addClassCleanup(cls.fleet.stop)
         cls._configure_settings()
         cls.servers = {}
         for host in cls.fleet.hosts:
-            name = f"{cls.SERVER_TYPE} {host.name}"
+            name = cls.server_name(host)
             cls.register(name, host)
             cls.servers[name] = host
         frappe.flags[INLINE_FLAG] = cls.INLINE
         frappe.db.commit()
         cls.addClassCleanup(cls._clean_up)
+
+    @classmethod
+    def make_fleet(cls) -> Fleet:
+        return Fleet(cls.FLEET_SIZE, start_timeout=90)
+
+    @classmethod
+    def server_name(cls, host: FleetHost) -> str:
+        return f"{cls.SERVER_TYPE} {host.name}"
 
     @classmethod
     def _configure_settings(cls) -> None:

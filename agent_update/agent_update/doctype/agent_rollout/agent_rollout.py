@@ -32,6 +32,7 @@ from frappe.model.document import Document
 from frappe.utils import flt
 
 from agent_update import frappe_codec as codec
+from agent_update import frappe_registry as registry
 from agent_update.frappe_service import frappe_errors, get_service
 from agent_update.rollout import commands
 from agent_update.rollout.model import ENDED_ROW_STATUSES, Row
@@ -100,6 +101,20 @@ class AgentRollout(Document):
                 self.append("servers", codec.row_values(row, codec.ROW_COLUMNS))
         for idx, row in enumerate(self.servers, start=1):
             row.idx = idx
+        self.set_registries()
+
+    def set_registries(self) -> None:
+        """Each row's registry doctype; a server the registry does not know is refused."""
+        kinds = registry.doctypes_of(r.server for r in self.servers)
+        unknown = [r.server for r in self.servers if r.server not in kinds and _is_new_row(r)]
+        if unknown:
+            frappe.throw(
+                _("{0}: not in the server registry: {1}").format(
+                    _(self.meta.get_label("servers")), ", ".join(sorted(set(unknown)))
+                )
+            )
+        for row in self.servers:
+            row.server_doctype = kinds.get(row.server) or row.server_doctype or ""
 
     def fill_defaults(self) -> None:
         """Timeouts and lanes from Agent Update Settings where left empty."""

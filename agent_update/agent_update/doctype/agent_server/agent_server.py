@@ -6,6 +6,7 @@ import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from agent_update import press_servers
 from agent_update.frappe_codec import server_from
 from agent_update.remote.resolve import addresses
 from agent_update.rollout import machines, rules
@@ -28,11 +29,23 @@ class AgentServer(Document):
         except ValidationError as exc:
             frappe.throw(_("{0}: {1}").format(_(self.meta.get_label(exc.field)), exc.message))
         self._refuse_a_second_entry(server)
+        self._refuse_a_press_name(server.name)
         self.host = server.host
         self.ssh_user = server.ssh_user
         self.agent_user = server.agent_user
         self.agent_dir = server.agent_dir
         self.agent_url = server.agent_url
+
+    def _refuse_a_press_name(self, name: str) -> None:
+        """Press's servers are the registry where Press runs: never register one twice."""
+        doctype = press_servers.doctype_of(name)
+        if doctype:
+            frappe.throw(
+                _("{0}: Frappe Press already has a {1} named {2}; rollouts use it").format(
+                    _(self.meta.get_label("server_name")), _(doctype), name
+                ),
+                title=_("Registered in Press"),
+            )
 
     def _refuse_a_second_entry(self, server: Server) -> None:
         """One machine, one registry entry: same resolved address, SSH port and agent directory.

@@ -7,10 +7,13 @@ off the form: the desk pastes it through ``agent_update.api.set_ssh_private_key`
 
 from __future__ import annotations
 
+import ssl
+
 import frappe
 from frappe import _
 from frappe.model.document import Document
 
+from agent_update import press_rules
 from agent_update.keytext import describe_key, normalize_key
 from agent_update.remote import script
 from agent_update.rollout import refs
@@ -34,6 +37,12 @@ class AgentUpdateSettings(Document):
             script.validate_template(self.update_command_template or "")
             if self.status_command:
                 script.render_status_command(self.status_command)
+            press_rules.validate_access(
+                press_rules.PressAccess.of(
+                    self.press_agent_url, self.press_agent_dir, self.press_agent_user
+                )
+            )
+            self.agent_ca_bundle = check_ca_bundle(self.agent_ca_bundle or "")
         except ValidationError as exc:
             frappe.throw(_("{0}: {1}").format(_(self.meta.get_label(exc.field)), exc.message))
         self.check_ssh_key()
@@ -60,3 +69,17 @@ class AgentUpdateSettings(Document):
             label = _(self.meta.get_label("ssh_private_key"))
             frappe.throw(_("{0}: {1}").format(label, why), title=_("Invalid {0}").format(label))
         self.ssh_private_key = key
+
+
+def check_ca_bundle(pem: str) -> str:
+    """PEM certificates that Python's TLS loads (trimmed), else an error naming the field."""
+    pem = pem.strip()
+    if not pem:
+        return ""
+    if "-----BEGIN CERTIFICATE-----" not in pem:
+        raise ValidationError("agent_ca_bundle", "must hold PEM certificates (BEGIN CERTIFICATE)")
+    try:
+        ssl.create_default_context(cadata=pem)
+    except (ssl.SSLError, ValueError) as exc:
+        raise ValidationError("agent_ca_bundle", f"not a readable CA bundle: {exc}") from exc
+    return pem
