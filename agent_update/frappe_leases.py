@@ -59,9 +59,11 @@ class FrappeServerLeases:
         return holder[0] if holder and holder[0] else "a concurrent claim"
 
     def release_server(self, server: str, name: str, idx: int) -> None:
+        """Cleared, not deleted: the server's next claim is one UPDATE, no insert."""
         with self._context():
             self._write(
-                f"DELETE FROM {LEASE_TABLE} WHERE name=%s AND rollout=%s AND row_idx=%s",
+                f"UPDATE {LEASE_TABLE} SET rollout='', row_idx=0, expires=0 "
+                "WHERE name=%s AND rollout=%s AND row_idx=%s",
                 [server, name, idx],
             )
             self._commit()

@@ -103,8 +103,15 @@ def test_a_lease_left_by_a_dead_runner_while_a_live_runner_looks_on_is_caught():
     runner = inv.Span("AU-1", NOW - 100, None)
     found = inv.stale_leases({"AU-1": [left]}, [runner], NOW, grace=24)
     assert [(v.invariant, v.update) for v in found] == [("stale-lease", "AU-1")]
-    tick = inv.Span("", NOW - 100, None)
+    tick = inv.Span("", NOW - 30, None)  # started after the lease expired: its pass saw it
     assert inv.stale_leases({"AU-1": [left]}, [tick], NOW, grace=24)
+
+
+def test_a_tick_started_before_the_lease_expired_is_not_expected_to_take_it():
+    """Its one pass came too early (soak seed 14295: a tick alive 80 s, started before)."""
+    left = row(status=RowStatus.RUNNING, lease_owner="vm:9:dead", lease_expires=NOW - 60)
+    early_tick = inv.Span("", NOW - 100, None)
+    assert inv.stale_leases({"AU-1": [left]}, [early_tick], NOW, grace=24) == []
 
 
 def test_no_stale_lease_without_a_live_runner_or_before_the_grace():

@@ -33,8 +33,11 @@ class Heartbeat:
         self._renew()  # the server lease is checked next, by _hold_server
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, wait: float = 30.0) -> None:
+        """No renewal after this returns: one in progress would re-take a lease just released."""
         self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(wait)
 
     def check(self) -> None:
         if self.runner.abandoned.is_set():

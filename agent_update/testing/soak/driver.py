@@ -38,6 +38,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 RUNNERS = ("run", "tick", "resume", "abort", "force-continue")  # stay until the rollout settles
+TICK_PASS = 10.0  # seconds a starting tick may take to look at every rollout
 PLAN_TRIES = 3
 
 
@@ -154,7 +155,20 @@ class Driver:
             rollout.operator_paused = True
 
     def live(self, update: str) -> list[Proc]:
-        return [p for p in self.procs if p.alive and p.kind in RUNNERS and p.update in ("", update)]
+        """The live runners of ``update``; a ``tick`` only while it is young.
+
+        A tick takes over expired leases once, as it starts, then drives what
+        it resumed: after that it serves no other rollout, so a rollout whose
+        runner dies later needs a runner of its own.
+        """
+        young = time.time() - TICK_PASS
+        return [
+            p
+            for p in self.procs
+            if p.alive
+            and p.kind in RUNNERS
+            and (p.update == update or (p.update == "" and p.start >= young))
+        ]
 
     def spans(self) -> list[Span]:
         return [Span(p.update, p.start, p.end) for p in self.procs if p.kind in RUNNERS]

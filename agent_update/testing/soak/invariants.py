@@ -150,8 +150,10 @@ def stale_leases(
     """No row left leased by a dead runner once a live runner has had ``grace`` to take it.
 
     A row still in flight (or claimed) whose lease expired ``grace`` ago,
-    while a runner of its update (or a ``tick``) has been alive for at least
-    ``grace`` and still is, was left behind.
+    while a runner of its update has been alive for at least ``grace`` and
+    still is, was left behind. A ``tick`` looks for expired leases once, when
+    it starts (then drives what it resumed): it counts only for a lease that
+    had expired by then.
     """
     spans = list(runners)
     found = []
@@ -163,6 +165,8 @@ def stale_leases(
             if not (row.status.in_flight or row.status is RowStatus.PENDING):
                 continue
             for span in live:
+                if span.update == "" and span.start < row.lease_expires:
+                    continue  # that tick's one pass came before the lease expired
                 if max(row.lease_expires, span.start) <= now - grace:
                     found.append(
                         Violation(

@@ -61,6 +61,16 @@
 		},
 		current_commit: short_commit,
 		reported_commit: short_commit,
+		server(value, df, options, doc) {
+			// A name in its registry (Agent Server, or a Frappe Press server doctype): a link
+			// to that record, with the row's status colour.
+			if (!value) return "";
+			const color = (doc && ROW_COLORS[doc.status]) || "gray";
+			const label = `<span class="indicator ${color}">${esc(value)}</span>`;
+			if (!doc || !doc.server_doctype) return label;
+			const route = `/app/${frappe.router.slug(doc.server_doctype)}/${encodeURIComponent(value)}`;
+			return `<a href="${route}">${label}</a>`;
+		},
 	};
 
 	frappe.ui.form.on("Agent Rollout", {
