@@ -71,6 +71,8 @@ class AgentRollout(Document):
             elif stored.parent["status"] == "Pending":
                 _refuse_planned_row_edits(self, stored)
             _keep_engine_state(self, stored)
+        else:  # rows listed before the first save (the form, REST, Data Import)
+            _fresh_rows(self)
         if self.status in EDITABLE:
             self.prepare(stored)
         self.set_progress()
@@ -158,9 +160,15 @@ def _keep_engine_state(doc: AgentRollout, stored: Stored) -> None:
     for name in codec.ENGINE_UPDATE_FIELDS:
         column = codec.UPDATE_COLUMNS[name].column
         doc.set(column, stored.parent.get(column))
+    _fresh_rows(doc, stored.rows)
+
+
+def _fresh_rows(doc: AgentRollout, stored: dict[str, dict[str, Any]] | None = None) -> None:
+    """Rows keep their stored engine fields; a row the database does not have gets a new
+    row's (never NULL: the engine's queries read an empty step as "not started")."""
     fresh = codec.row_values(Row(idx=0, server=""), codec.ENGINE_ROW_FIELDS)
     for row in doc.servers:
-        source = stored.rows.get(row.name) if row.name else None
+        source = (stored or {}).get(row.name) if row.name else None
         for name in codec.ENGINE_ROW_FIELDS:
             column = codec.ROW_COLUMNS[name].column
             row.set(column, source.get(column) if source else fresh[column])

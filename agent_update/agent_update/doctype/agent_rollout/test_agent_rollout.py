@@ -80,6 +80,22 @@ class TestAgentRollout(FleetCase):
         )
         self.assertEqual(set(halted), {0})  # released after every server
 
+    def test_servers_listed_before_the_first_save_are_all_updated(self) -> None:
+        """The form (and REST, Data Import) may list the servers of a new rollout."""
+        good = self.fleet.commits.good
+        chosen = sorted(self.servers)[:2]
+        listed = [{"server": s, "server_type": self.SERVER_TYPE} for s in chosen]
+        doc = self.new_update(commit=good, servers=listed)
+        steps = frappe.get_all("Agent Rollout Server", filters={"parent": doc.name}, pluck="step")
+        self.assertEqual(steps, ["", ""])  # never NULL: the engine's queries skip NULL steps
+        api.build_plan(doc.name, now=True)
+        api.start(doc.name, now=True)
+        done = self.load(doc.name)
+        self.assertEqual(done.status, "Success", done.halt_reason)
+        self.assertEqual(sorted(r.server for r in done.servers), chosen)
+        for row in done.servers:
+            self.assertEqual((row.status, self.running(row.server)), ("Success", good), row.log)
+
     def test_a_crashing_commit_is_rolled_back_and_the_old_code_runs(self) -> None:
         doc = self.new_update(commit=self.fleet.commits.crash, hosts=2)
         self.assertEqual(len(doc.servers), 2)  # rows may be removed before Start
