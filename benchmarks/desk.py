@@ -23,6 +23,7 @@ its own with the app installed and the agent_update queue configured
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
@@ -42,7 +43,6 @@ from agent_update.rollout.model import Server, UpdateStatus
 
 PREFIX = "Desk Bench"  # every server type (and so every update) this benchmark makes
 TYPE = f"{PREFIX} Fleet"
-LIST_TYPE = f"{PREFIX} List"
 TARGET_FORM, TARGET_LIST = 2.0, 1.0  # seconds (issue 15)
 SETTINGS = {"poll_interval": 0.01}  # both paths: a row is probed again at once
 
@@ -69,7 +69,8 @@ def load() -> str:
 def show(label: str, run: Run) -> None:
     line = (
         f"  {label:<38}{run.servers:>5} servers: plan {run.plan:.1f}s, run {run.run:.1f}s"
-        f" = {1000 * run.per_server:.1f} ms/server, {run.writes:.2f} writes/server"
+        f" = {1000 * run.per_server:.1f} ms/server, CPU {1000 * run.cpu:.1f} ms/server,"
+        f" {run.writes:.2f} writes/server"
     )
     if run.jobs:
         line += f" ({run.statements:.2f} SQL), {run.jobs} jobs of {run.in_jobs / run.jobs:.2f}s"
@@ -79,8 +80,10 @@ def show(label: str, run: Run) -> None:
 def compare(cli: Run, small: Run, large: Run, preloaded: Run) -> None:
     print(
         f"  desk / CLI orchestration cost per server, {large.servers} servers: "
-        f"{large.per_server / cli.per_server:.1f}x; stock / preloading workers, "
-        f"{small.servers} servers: {small.per_server / preloaded.per_server:.1f}x"
+        f"{large.per_server / cli.per_server:.0f}x the time, {large.cpu / cli.cpu:.0f}x the CPU; "
+        f"stock / preloading workers, {small.servers} servers: "
+        f"{small.per_server / preloaded.per_server:.1f}x the time, "
+        f"{small.cpu / preloaded.cpu:.1f}x the CPU"
     )
     print(
         f"  desk writes per server: {small.writes:.2f} at {small.servers} rows, "
@@ -94,10 +97,11 @@ def report_form(name: str, rows: int, polls: list[float]) -> None:
     form = median([desk_views.form_load(name) for _ in range(3)])
     poll = median([desk_views.form_poll(name) for _ in range(3)])
     eta = median([desk_views.form_eta(name) for _ in range(3)])
+    logs = sum(len(r.get("log") or "") for r in json.loads(form.body)["docs"][0]["servers"])
     print(f"  form of the {rows}-row update (median of 3):")
     print(
-        f"    load    getdoc {form.seconds:.2f}s, {kb(form.size)} "
-        f"({mark(form.seconds, TARGET_FORM)}); frappe.get_doc alone {got.seconds:.2f}s"
+        f"    load    getdoc {form.seconds:.2f}s, {kb(form.size)} of which the rows' logs "
+        f"{kb(logs)} ({mark(form.seconds, TARGET_FORM)}); frappe.get_doc alone {got.seconds:.2f}s"
     )
     print(
         f"    refresh api.state {poll.seconds:.2f}s, {kb(poll.size)} "
@@ -111,13 +115,13 @@ def report_form(name: str, rows: int, polls: list[float]) -> None:
 
 
 def fill_updates(total: int, entries: list[Server]) -> float:
-    """Updates of LIST_TYPE until ``total`` are stored (10 rows each); seconds it took."""
+    """Updates of ``entries`` until ``total`` are stored; seconds it took."""
     began = time.perf_counter()
     statuses = ("Success", "Draft", "Partial Success", "Failure")
     have = frappe.db.count(codec.UPDATE_DOCTYPE)
     for i in range(max(0, total - have)):
         status = UpdateStatus(statuses[i % len(statuses)])
-        desk_fleet.new_update(entries, LIST_TYPE, 1, status=status)
+        desk_fleet.new_update(entries, TYPE, 1, status=status)
     return time.perf_counter() - began
 
 

@@ -36,6 +36,7 @@ class Run:
     statements: float = 0.0  # per server: every data-changing SQL statement (desk path)
     jobs: int = 0  # RQ jobs while running (desk path)
     in_jobs: float = 0.0  # seconds inside those jobs, all of them (desk path)
+    cpu: float = 0.0  # CPU seconds per server: the process (CLI), the work horses (desk)
     ended: Counter = field(default_factory=Counter)
     polls: list[float] = field(default_factory=list)  # the form's poll, timed while running
 
@@ -59,15 +60,22 @@ def cli_run(entries: list[Server], server_type: str, lanes: int, settings: Engin
         began = time.perf_counter()
         service.build_plan(name)
         plan = time.perf_counter() - began
-        before = store.writes
+        before, cpu = store.writes, time.process_time()
         began = time.perf_counter()
         service.start(name)
         service.drive(name)
         run = time.perf_counter() - began
+        cpu = time.process_time() - cpu
         rows = store.get_rows(name, ["idx", "server", "status"])
-        ended = Counter(r.status.value for r in rows)
+        count = len(entries)
         return Run(
-            name, len(entries), plan, run, (store.writes - before) / len(entries), ended=ended
+            name,
+            count,
+            plan,
+            run,
+            writes=(store.writes - before) / count,
+            cpu=cpu / count,
+            ended=Counter(r.status.value for r in rows),
         )
 
 
@@ -133,6 +141,7 @@ def desk_run(
         statements=(done["sql"] - planned["sql"]) / count,
         jobs=done["jobs"] - planned["jobs"],
         in_jobs=(done["ms"] - planned["ms"]) / 1000,
+        cpu=(done["cpu_ms"] - planned["cpu_ms"]) / 1000 / count,
         ended=Counter(rows),
         polls=polls,
     )

@@ -163,8 +163,8 @@ class _Statements:
             return count
 
 
-def counts_key(name: str) -> str:
-    return f"agent_update:desk_bench:{frappe.local.site}:{name}"
+def counts_key(name: str, site: str | None = None) -> str:
+    return f"agent_update:desk_bench:{site or frappe.local.site}:{name}"
 
 
 def _redis() -> Any:
@@ -173,25 +173,31 @@ def _redis() -> Any:
     return get_redis_conn()
 
 
-def _record(name: str, store_writes: int, statements: int, seconds: float) -> None:
-    pipe = _redis().pipeline()
-    key = counts_key(name)
-    pipe.hincrby(key, "store", store_writes)
-    pipe.hincrby(key, "sql", statements)
-    pipe.hincrby(key, "jobs", 1)
-    pipe.hincrby(key, "ms", round(1000 * seconds))
+def add_counts(
+    name: str, values: dict[str, int], redis: Any = None, site: str | None = None
+) -> None:
+    """Add ``values`` to the counts of ``name`` (a job's, as it ends)."""
+    pipe = (redis or _redis()).pipeline()
+    key = counts_key(name, site)
+    for what, value in values.items():
+        pipe.hincrby(key, what, value)
     pipe.expire(key, COUNTS_TTL)
     pipe.execute()
+
+
+COUNTED = ("store", "sql", "jobs", "ms", "cpu_ms")
 
 
 def counts(name: str) -> dict[str, int]:
     """What the simulated jobs did for ``name`` so far.
 
-    store: FrappeStore.writes; sql: data-changing statements; jobs; ms: time inside them.
+    store: FrappeStore.writes; sql: data-changing statements; jobs; ms: time
+    inside the jobs' functions; cpu_ms: CPU of their work horses (benchmarks/
+    desk_worker.py adds it: imports and frappe.init included).
     """
     found = _redis().hgetall(counts_key(name))
     out = {k.decode(): int(v) for k, v in found.items()}
-    return {k: out.get(k, 0) for k in ("store", "sql", "jobs", "ms")}
+    return {k: out.get(k, 0) for k in COUNTED}
 
 
 def reset_counts(name: str) -> None:
@@ -236,7 +242,16 @@ def simulated(connector: Callable[[], Connector]) -> Iterator[None]:
                 if depth[0] == 0:
                     name = kwargs.get("name") or args[0]
                     took = time.perf_counter() - began
-                    _record(name, sum(s.store.writes for s in made), statements.take(), took)
+                    writes = sum(s.store.writes for s in made)
+                    add_counts(
+                        name,
+                        {
+                            "store": writes,
+                            "sql": statements.take(),
+                            "jobs": 1,
+                            "ms": round(1000 * took),
+                        },
+                    )
 
         return run
 

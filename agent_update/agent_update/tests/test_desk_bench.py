@@ -67,7 +67,7 @@ class TestDeskBench(FrappeTestCase):
         self.assertGreaterEqual(done["sql"] - planned["sql"], done["store"] - planned["store"])
         # Outside the context the jobs are the app's own again.
         self.assertIs(tasks.get_service, frappe_service.get_service)
-        self.assertEqual(desk_fleet.counts("AU-none"), {"store": 0, "sql": 0, "jobs": 0, "ms": 0})
+        self.assertEqual(set(desk_fleet.counts("AU-none").values()), {0})
 
     def test_the_views_answer_as_the_desk_asks(self) -> None:
         form = json.loads(desk_views.form_load(self.name).body)
