@@ -14,6 +14,10 @@
 #   AGENT_UPDATE_PRESS    1: the second bench, with Frappe Press installed from
 #                         PRESS_SRC (default ../shared/peers/press-010bc70.tar.gz;
 #                         missing: SKIPPED); the site gets Press, then this app
+#   AGENT_UPDATE_DESK_BENCH  1: the desk benchmark (benchmarks/desk.py, `make bench`)
+#                         instead of the tests, on the plain bench and a site of its
+#                         own (default bench.localhost, dropped afterwards);
+#                         AGENT_UPDATE_DESK_BENCH_ARGS: its options (e.g. "--rows 500")
 #
 # docs/ci.md says what is cached, how the key is made and what each stage costs.
 set -euo pipefail
@@ -21,7 +25,9 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 cache=${AGENT_UPDATE_CACHE:-$HOME/.cache/agent_update}
 branch=${FRAPPE_BRANCH:-version-15}
 bench_version=${FRAPPE_BENCH_VERSION:-5.31.1}
-site=${AGENT_UPDATE_SITE:-test.localhost}
+desk=${AGENT_UPDATE_DESK_BENCH:-}
+[ "$desk" != 0 ] || desk=''
+if [ -n "$desk" ]; then site=${AGENT_UPDATE_SITE:-bench.localhost}; else site=${AGENT_UPDATE_SITE:-test.localhost}; fi
 db_root_password=${AGENT_UPDATE_DB_ROOT_PASSWORD:-}
 python=${PYTHON:-python3}
 recipe=1 # bump when the build below changes: every cached bench is then rebuilt
@@ -36,7 +42,7 @@ press_requirements=('wrapt~=1.15.0' 'oci==2.180.0' 'twilio==8.10.3' 'dnspython==
 press_nodeps=('frappe-mcp==0.1.0') # its own pins break the framework; only press.mcp imports it
 
 skip() {
-  echo "frappe tests${press:+ (press)}: SKIPPED ($1)"
+  if [ -n "$desk" ]; then echo "desk bench: SKIPPED ($1)"; else echo "frappe tests${press:+ (press)}: SKIPPED ($1)"; fi
   exit 0
 }
 die() {
@@ -91,6 +97,11 @@ case $press in
     press_src=$(cd "$(dirname "$press_src")" && pwd)/$(basename "$press_src")
     ;;
   *) die "AGENT_UPDATE_PRESS=$press: 1 or empty" ;;
+esac
+case $desk in
+  '') ;;
+  1) [ -z "$press" ] || die "AGENT_UPDATE_DESK_BENCH runs on the plain bench: unset AGENT_UPDATE_PRESS" ;;
+  *) die "AGENT_UPDATE_DESK_BENCH=$desk: 1 or empty" ;;
 esac
 
 source_id() {
@@ -247,7 +258,7 @@ echo "timing: ${kind_prefix}bench-build $(($(now) - t))s ($built)"
 
 # ---- this checkout on a fresh site -----------------------------------------
 t=$(now)
-log=$cache/${kind_prefix}site-$key.log
+log=$cache/${kind_prefix}${desk:+desk-}site-$key.log
 : >"$log"
 ln -sfn "$root" "$bench_dir/apps/agent_update"
 mapfile -t reqs <<<"$requirements"
@@ -287,15 +298,33 @@ logged "$log" bench --site "$site" clear-cache
 # the coexistence tests compare them after install-app and two migrates.
 [ -z "$press" ] || site_python "from agent_update.agent_update.tests import coexist; print(coexist.snapshot())"
 CI=1 logged "$log" bench --site "$site" install-app agent_update
-# Twice: a second migrate must find nothing left to change (docs/press.md).
-CI=1 logged "$log" bench --site "$site" migrate
-CI=1 logged "$log" bench --site "$site" migrate
-logged "$log" bench --site "$site" set-config allow_tests true
+if [ -z "$desk" ]; then
+  # Twice: a second migrate must find nothing left to change (docs/press.md).
+  CI=1 logged "$log" bench --site "$site" migrate
+  CI=1 logged "$log" bench --site "$site" migrate
+  logged "$log" bench --site "$site" set-config allow_tests true
+else
+  # The benchmark's workers take the app's own queue, declared in this site's
+  # config only: the bench's common config (and the test site's queue) stay as they are.
+  logged "$log" bench --site "$site" set-config -p workers '{"agent_update": {"timeout": 7200}}'
+fi
 # Jobs an earlier run left queued (this bench's queues only) would reach the new site's workers.
 (cd sites && logged "$log" ../env/bin/python -c "import frappe; frappe.init(site='$site')
 from frappe.utils.background_jobs import get_queue, get_queue_list
 for q in get_queue_list(): get_queue(q).empty()")
-echo "timing: ${kind_prefix}site $(($(now) - t))s"
+echo "timing: ${kind_prefix}${desk:+desk-}site $(($(now) - t))s"
+
+# The desk benchmark instead of the tests; its site goes away after it (docs/desk-bench.md).
+if [ -n "$desk" ]; then
+  set +e
+  # shellcheck disable=SC2086 # its options, split as on a command line
+  (cd sites && ../env/bin/python "$root/benchmarks/desk.py" --site "$site" ${AGENT_UPDATE_DESK_BENCH_ARGS:-})
+  rc=$?
+  set -e
+  printf '%s\n' "$db_root_password" | logged "$log" bench drop-site "$site" --force --no-backup
+  rm -rf "archived/sites/$site"*
+  exit "$rc"
+fi
 
 # The tests know which bench they are on: the Press site runs the Press set.
 set +e
