@@ -3,8 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import settings
 
 from agent_update.testing.pytest_fixtures import fleet_fixture, make_fleet_fixture
+
+# Properties are checked, not timed: a shared machine may take longer than
+# hypothesis's 200 ms per example (speed goals live in benchmarks/).
+settings.register_profile("agent_update", deadline=None)
+settings.load_profile("agent_update")
 
 fleet = fleet_fixture(4)
 make_fleet = make_fleet_fixture()

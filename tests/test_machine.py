@@ -147,6 +147,27 @@ def test_reobserve_after_a_dead_runner():
     assert machine.row_action(kept) is RowAction.PROBE
 
 
+def test_a_restart_by_another_update_is_never_taken_for_this_commands():
+    """Soak seed 14295: killed mid-command twice, another update ran between the two."""
+    u = upd()
+    row = machine.after_precheck(
+        u, machine.claim(pending(1)[0]), PrecheckObs(programs=PROGRAMS, commit=OLD), 0
+    )
+    sent = machine.command_sent(u, row, 0)  # its runner dies; another update restarts web (20)
+    other = {"agent:web": ("RUNNING", 20), "agent:worker-0": ("RUNNING", 11)}
+    again = machine.after_reobserve(u, sent, ProbeObs(pong=True, commit=BACK, programs=other), 1)
+    assert machine.row_action(again) is RowAction.COMMAND
+    assert json.loads(again.pids_before) == {"agent:web": 20, "agent:worker-0": 11}
+    # The re-run is killed after the checkout moved, before any restart: web still runs 20.
+    resent = machine.command_sent(u, again, 2)
+    checked_out = ProbeObs(pong=True, commit=NEW, programs=other)
+    third = machine.after_reobserve(u, resent, checked_out, 3)
+    assert machine.row_action(third) is RowAction.COMMAND, third.log  # not "already on target"
+    assert "agent:web was not restarted" in third.log
+    done = machine.after_reobserve(u, machine.command_sent(u, third, 4), healthy(web_pid=30), 5)
+    assert machine.row_action(done) is RowAction.PROBE
+
+
 def test_restart_set_follows_the_flags():
     progs = {"agent:web": 1, "agent:redis": 2, "agent:worker-0": 3, "agent:worker_backup-0": 4}
     assert machine.restart_set(upd(), progs) == ["agent:web"]

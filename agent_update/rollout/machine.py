@@ -239,7 +239,15 @@ def after_command(update: Update, row: Row, obs: CommandObs, now: float) -> Row:
 
 
 def after_reobserve(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
-    """Resume after a crash: keep what already verifies, else re-run the command."""
+    """Resume after a crash: keep what already verifies, else re-run the command.
+
+    The command re-run must restart the programs that run now: their pids
+    become the row's "before". The precheck's may be stale: another update
+    may have restarted them meanwhile (its row ran while this one's runner
+    was dead), and a later resume would then take that update's restart
+    for this command's and call a server Success whose web runs the other
+    update's code (soak seed 14295).
+    """
     healthy, reason = assess(update, row, obs)
     if healthy:
         return row.copy(
@@ -248,9 +256,13 @@ def after_reobserve(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
             healthy_since=None,
             log=append_log(row.log, "resumed: agent already on target, verifying"),
         )
-    return row.copy(
+    again = row.copy(
         step=Step.COMMAND, log=append_log(row.log, f"resumed: {reason}; re-running the command")
     )
+    if obs.programs:
+        now_pids = {name: pid for name, (_, pid) in obs.programs.items()}
+        again = again.copy(pids_before=json.dumps(now_pids, sort_keys=True))
+    return again
 
 
 def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
