@@ -48,7 +48,15 @@ SETTINGS = {"poll_interval": 0.01}  # both paths: a row is probed again at once
 
 
 def median(timings: list[desk_views.Timing]) -> desk_views.Timing:
-    return desk_views.Timing(statistics.median(t.seconds for t in timings), timings[-1].body)
+    return desk_views.Timing(
+        statistics.median(t.seconds for t in timings),
+        statistics.median(t.cpu for t in timings),
+        timings[-1].body,
+    )
+
+
+def took(timing: desk_views.Timing) -> str:
+    return f"{timing.seconds:.2f}s (CPU {timing.cpu:.2f}s)"
 
 
 def mark(seconds: float, target: float) -> str:
@@ -92,7 +100,7 @@ def compare(cli: Run, small: Run, large: Run, preloaded: Run) -> None:
     )
 
 
-def report_form(name: str, rows: int, polls: list[float]) -> None:
+def report_form(name: str, rows: int, polls: list[desk_views.Timing]) -> None:
     got = median([desk_views.get_doc(name) for _ in range(3)])
     form = median([desk_views.form_load(name) for _ in range(3)])
     poll = median([desk_views.form_poll(name) for _ in range(3)])
@@ -100,17 +108,17 @@ def report_form(name: str, rows: int, polls: list[float]) -> None:
     logs = sum(len(r.get("log") or "") for r in json.loads(form.body)["docs"][0]["servers"])
     print(f"  form of the {rows}-row update (median of 3):")
     print(
-        f"    load    getdoc {form.seconds:.2f}s, {kb(form.size)} of which the rows' logs "
-        f"{kb(logs)} ({mark(form.seconds, TARGET_FORM)}); frappe.get_doc alone {got.seconds:.2f}s"
+        f"    load    getdoc {took(form)}, {kb(form.size)} of which the rows' logs {kb(logs)} "
+        f"({mark(form.seconds, TARGET_FORM)}); frappe.get_doc alone {took(got)}"
     )
     print(
-        f"    refresh api.state {poll.seconds:.2f}s, {kb(poll.size)} "
-        f"({mark(poll.seconds, TARGET_FORM)}); api.eta {eta.seconds:.2f}s"
+        f"    refresh api.state {took(poll)}, {kb(poll.size)} "
+        f"({mark(poll.seconds, TARGET_FORM)}); api.eta {took(eta)}"
     )
     if polls:
         print(
-            f"    refresh while it ran: median {statistics.median(polls):.2f}s, "
-            f"max {max(polls):.2f}s over {len(polls)} polls"
+            f"    refresh while it ran: median {took(median(polls))}, max "
+            f"{max(p.seconds for p in polls):.2f}s over {len(polls)} polls"
         )
 
 
@@ -136,8 +144,8 @@ def report_list(total: int, entries: list[Server]) -> None:
         f"stored in {filled:.0f}s), median of 5:"
     )
     print(
-        f"    reportview.get {page.seconds:.3f}s for {desk_views.LIST_PAGE} rows, "
-        f"{kb(page.size)} ({mark(page.seconds, TARGET_LIST)}); get_count {count.seconds:.3f}s"
+        f"    reportview.get {took(page)} for {desk_views.LIST_PAGE} rows, {kb(page.size)} "
+        f"({mark(page.seconds, TARGET_LIST)}); get_count {took(count)}"
     )
 
 

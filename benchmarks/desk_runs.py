@@ -38,7 +38,7 @@ class Run:
     in_jobs: float = 0.0  # seconds inside those jobs, all of them (desk path)
     cpu: float = 0.0  # CPU seconds per server: the process (CLI), the work horses (desk)
     ended: Counter = field(default_factory=Counter)
-    polls: list[float] = field(default_factory=list)  # the form's poll, timed while running
+    polls: list = field(default_factory=list)  # the form's poll (desk_views.Timing) while running
 
     @property
     def per_server(self) -> float:
@@ -111,7 +111,7 @@ def desk_run(
     plan = time.perf_counter() - began
     pool.settle()
     planned = desk_fleet.counts(name)
-    polls: list[float] = []
+    polls: list[desk_views.Timing] = []
     began = time.perf_counter()
     api.start(name)
     next_poll = began + POLL
@@ -120,7 +120,8 @@ def desk_run(
         if now - began > timeout:
             raise RuntimeError(f"{name} still {status} after {timeout:g}s")
         if poll and now >= next_poll:
-            polls.append(desk_views.form_poll(name).seconds)
+            timing = desk_views.form_poll(name)
+            polls.append(desk_views.Timing(timing.seconds, timing.cpu, ""))  # not its body
             next_poll = now + POLL
         time.sleep(0.05)
     run = time.perf_counter() - began
