@@ -3,6 +3,8 @@
 Each is benchmarks/desk_worker.py in a session of its own, run by the bench's
 Python from its sites directory; stopping sends SIGTERM (RQ's warm shutdown:
 the job under way ends first), then SIGKILL to its group if it has not ended 30 s later.
+A worker asks for SIGTERM when the benchmark dies (desk_worker.py), so even
+a killed benchmark leaves no worker behind.
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class Workers:
                     stdout=handle,
                     stderr=subprocess.STDOUT,
                     start_new_session=True,
+                    env={**os.environ, "AGENT_UPDATE_DESK_BENCH_PARENT": str(os.getpid())},
                 )
             )
             os.close(handle)

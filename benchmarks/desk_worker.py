@@ -18,13 +18,21 @@ on the ``long`` fallback it would also take other sites' jobs.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
+import os
 import resource
+import signal
 import sys
 from pathlib import Path
 from typing import Any
 
+import frappe
+from frappe.utils import background_jobs as jobs
+
 HERE = Path(__file__).resolve().parent
+PR_SET_PDEATHSIG = 1  # prctl(2)
+PARENT_ENV = "AGENT_UPDATE_DESK_BENCH_PARENT"  # the benchmark's pid (desk_pool.py)
 QUEUE = "agent_update"  # frappe_service.APP_QUEUE, not imported: a stock worker has no app loaded
 # What a row job imports: its entry point, the SSH connector, the controllers it loads.
 PRELOAD = (
@@ -35,9 +43,6 @@ PRELOAD = (
     "agent_update.agent_update.tests.desk_fleet",
     "simserver",
 )
-
-import frappe  # noqa: E402 (after the constants: the docstring says what this is)
-from frappe.utils import background_jobs as jobs  # noqa: E402
 
 
 class DeskWorker(jobs.Worker):
@@ -66,7 +71,19 @@ class DeskWorker(jobs.Worker):
                 add_counts(name, {"cpu_ms": cpu}, redis=self.connection, site=args.get("site"))
 
 
+def die_with_parent() -> None:
+    """SIGTERM (RQ's warm shutdown) when the benchmark that started this worker ends."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except (OSError, AttributeError):  # not Linux: the benchmark stops its workers itself
+        return
+    parent = os.environ.get(PARENT_ENV)
+    if parent and int(parent) != os.getppid():  # it ended before the line above
+        sys.exit("desk worker: the benchmark has ended")
+
+
 def main(site: str, preload: bool) -> None:
+    die_with_parent()
     frappe.init(site=site)
     try:
         if QUEUE not in jobs.get_queues_timeout():

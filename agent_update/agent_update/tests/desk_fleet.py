@@ -104,7 +104,7 @@ def new_update(entries: list[Server], server_type: str, lanes: int, **values: An
 def updates_of(prefix: str) -> list[str]:
     """The updates whose server types start with ``prefix``."""
     return frappe.db.sql_list(
-        "SELECT DISTINCT parent FROM `tabAgent Update Server Type` "
+        f"SELECT DISTINCT parent FROM `tab{codec.TYPE_DOCTYPE}` "  # noqa: S608
         "WHERE server_type LIKE %s AND parenttype=%s",
         [prefix + "%", codec.UPDATE_DOCTYPE],
     )
@@ -211,8 +211,8 @@ def simulated(connector: Callable[[], Connector]) -> Iterator[None]:
     Each job (tasks.run_row, kick, build_plan, start) builds its Service with
     a fresh connector instead of SSH; when it ends, the writes of its
     FrappeStore and every data-changing SQL statement of the process are
-    added to the update's counts. A benchmark's RQ worker opens this for its
-    whole life (work horses are forked from it); a test, around its calls.
+    added to the update's counts. benchmarks/desk_worker.py opens it in each
+    work horse, around its job; a test, around its calls.
     """
     from frappe.database.database import Database
 
@@ -230,28 +230,21 @@ def simulated(connector: Callable[[], Connector]) -> Iterator[None]:
     def counted(job: Callable[..., Any]) -> Callable[..., Any]:
         @functools.wraps(job)
         def run(*args: Any, **kwargs: Any) -> Any:
+            outer = depth[0] == 0  # a job that calls another (inline) is counted once
             depth[0] += 1
-            if depth[0] == 1:
+            if outer:
                 made.clear()
                 statements.take()
-                began = time.perf_counter()
+            began = time.perf_counter()
             try:
                 return job(*args, **kwargs)
             finally:
                 depth[0] -= 1
-                if depth[0] == 0:
-                    name = kwargs.get("name") or args[0]
-                    took = time.perf_counter() - began
+                if outer:
+                    took = round(1000 * (time.perf_counter() - began))
                     writes = sum(s.store.writes for s in made)
-                    add_counts(
-                        name,
-                        {
-                            "store": writes,
-                            "sql": statements.take(),
-                            "jobs": 1,
-                            "ms": round(1000 * took),
-                        },
-                    )
+                    values = {"store": writes, "sql": statements.take(), "jobs": 1, "ms": took}
+                    add_counts(kwargs.get("name") or args[0], values)
 
         return run
 
