@@ -40,7 +40,9 @@ def make(tmp: Path, count: int, connector: SimConnector, **settings: object):
     service = Service(store, engine, connector=connector)
     rows = rows_from_registry(Update(), store.list_servers())
     update = store.insert_update(
-        Update(repo="/srv/agent.git", branch="master", commit=TARGET), rows
+        # min_healthy_time 0: simulated pids have no uptime to wait out (simserver.py)
+        Update(repo="/srv/agent.git", branch="master", commit=TARGET, min_healthy_time=0),
+        rows,
     )
     return service, update.name
 

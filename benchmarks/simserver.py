@@ -101,8 +101,14 @@ def planned_store(path: Path, count: int, **update: object) -> tuple[SqliteStore
         Row(idx=i, server=n, status=RowStatus.PENDING, current_commit=OLD, rollback_commit=OLD)
         for i, n in enumerate(names, start=1)
     ]
+    # A simulated pid has no supervisor uptime to be healthy for: with the default
+    # minimum healthy time every row would wait it out, measuring only the wait.
     values: dict[str, object] = dict(
-        repo="/srv/agent.git", branch="master", commit=TARGET, status=UpdateStatus.PENDING
+        repo="/srv/agent.git",
+        branch="master",
+        commit=TARGET,
+        status=UpdateStatus.PENDING,
+        min_healthy_time=0,
     )
     values.update(update)
     return store, store.insert_update(Update(**values), rows).name  # type: ignore[arg-type]
