@@ -42,3 +42,16 @@ def test_the_server_cell_is_drawn_by_the_forms_own_formatter() -> None:
     assert server["fieldtype"] == "Data"  # the name in whichever registry holds it
     assert re.search(r"^\t\tserver\(value, df, options, doc\) \{", script, re.M)
     assert "server_doctype" in script  # its link goes to the record in that registry
+
+
+def test_no_workspace_shortcut_counts_a_single_doctype() -> None:
+    """A shortcut with a stats filter makes the desk count its doctype's records: a single
+    doctype has no table, and the server answered the workspace with an error."""
+    for path in (DOCTYPES.parent / "workspace").glob("*/*.json"):
+        for shortcut in json.loads(path.read_text()).get("shortcuts", []):
+            if shortcut.get("type") != "DocType":
+                continue
+            target = DOCTYPES / shortcut["link_to"].lower().replace(" ", "_")
+            meta = json.loads((target / f"{target.name}.json").read_text())
+            if meta.get("issingle"):
+                assert "stats_filter" not in shortcut, f"{path.name}: {shortcut['label']}"
