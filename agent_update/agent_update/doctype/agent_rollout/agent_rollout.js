@@ -62,22 +62,23 @@
 		current_commit: short_commit,
 		reported_commit: short_commit,
 		server(value, df, options, doc) {
-			// A name in its registry (Agent Server, or a Frappe Press server doctype): a link
-			// to that record, with the row's status colour.
+			// A Data field (the registry is the row's server_doctype: Agent Server or one of
+			// Press's server doctypes), so Frappe's set_indicator_formatter, made for Link
+			// fields, cannot draw it: the dot of the row's status, a link to the record.
 			if (!value) return "";
-			const color = (doc && ROW_COLORS[doc.status]) || "gray";
-			const label = `<span class="indicator ${color}">${esc(value)}</span>`;
-			if (!doc || !doc.server_doctype) return label;
-			const route = `/app/${frappe.router.slug(doc.server_doctype)}/${encodeURIComponent(value)}`;
-			return `<a href="${route}">${label}</a>`;
+			const row = doc || {};
+			const color = ROW_COLORS[row.status] || "gray";
+			const registry = row.server_doctype;
+			const name = registry
+				? `<a href="/app/${esc(frappe.router.slug(registry))}/${encodeURIComponent(
+						value
+				  )}" title="${esc(__(registry))}">${esc(value)}</a>`
+				: esc(value);
+			return `<span class="indicator ${color}">${name}</span>`;
 		},
 	};
 
 	frappe.ui.form.on("Agent Rollout", {
-		setup(frm) {
-			frm.set_indicator_formatter("server", (row) => ROW_COLORS[row.status] || "gray");
-		},
-
 		onload(frm) {
 			agent_update.listen(frm);
 		},
@@ -399,7 +400,8 @@
 
 		formatters(frm) {
 			// Status as a coloured pill (and how long an ended server took), reason whole in a
-			// tooltip, commits short with the full hash. Set on the doctype's fields (copied
+			// tooltip, commits short with the full hash, the server linked to its registry's
+			// record with its status's dot. Set on the doctype's fields (copied
 			// for documents loaded later) and on this grid's rows, which format with their own
 			// copies and pass the row.
 			const map = frappe.meta.docfield_map["Agent Rollout Server"] || {};
