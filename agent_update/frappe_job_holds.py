@@ -23,7 +23,15 @@ from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES
 
 HOLD_DOCTYPE = "Agent Server Hold"
 AGENT_SERVER_SWITCH = "agent_jobs_halted"
-HOLD_FIELDS = ["name", "server_doctype", "server", "rollout", "row_idx", "switch_field"]
+HOLD_FIELDS = [
+    "name",
+    "server_doctype",
+    "server",
+    "rollout",
+    "row_idx",
+    "switch_field",
+    "value_before",
+]
 IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
 
 
@@ -85,7 +93,7 @@ def _restore(found: frappe._dict) -> None:
             "name": ["!=", found.name],
         },
     )
-    before = frappe.db.get_value(HOLD_DOCTYPE, found.name, "value_before")
+    before = found.value_before
     doctype, server, field = found.server_doctype, found.server, found.switch_field
     if not others and frappe.db.exists(doctype, server):
         frappe.db.set_value(doctype, server, field, int(before or 0), update_modified=False)

@@ -108,11 +108,23 @@ def render(field: str, template: str, **values: object) -> str:
 
 
 def validate_access(access: PressAccess) -> None:
-    """Each template renders for a sample server into a value the engine accepts."""
-    sample = {"name": "f1.example.com", "hostname": "f1", "ip": "10.0.0.1", "ssh_user": "root"}
-    server_from_record(
-        "Server", {**sample, "ssh_port": 22, "status": "Active"}, access, strict=True
-    )
+    """Each template renders, for a sample server, into a value the engine accepts.
+
+    Errors name the settings field, not the engine's (the form shows them).
+    """
+    from agent_update.rollout import rules
+
+    record = {"name": "f1.example.com", "ip": "10.0.0.1", "ssh_user": "root", "status": "Active"}
+    server = server_from_record("Server", record, access)
+    fields = {
+        "agent_url": "press_agent_url",
+        "agent_dir": "press_agent_dir",
+        "agent_user": "press_agent_user",
+    }
+    try:
+        rules.validate_server(server)
+    except ValidationError as exc:
+        raise ValidationError(fields.get(exc.field, exc.field), exc.message) from exc
 
 
 def hostname_of(name: str) -> str:
@@ -124,14 +136,12 @@ def server_from_record(
     record: Mapping[str, Any],
     access: PressAccess,
     password: str = "",
-    *,
-    strict: bool = False,
 ) -> Server:
     """The engine's Server for one Press record (``server_type`` is its doctype).
 
-    ``strict`` raises when a rendered value is not one the engine accepts
-    (the settings form); otherwise the engine's own checks refuse it later,
-    as a failed row naming the field, like any registry value.
+    A rendered value the engine does not accept is refused by its own checks
+    when the server is reached, as a failed row naming the field, like any
+    registry value (the settings form checks the templates: validate_access).
     """
     name = str(record.get("name") or "")
     ssh_user = str(record.get("ssh_user") or "").strip() or PRESS_SSH_USER
@@ -142,7 +152,7 @@ def server_from_record(
         "port": agent_port(name, access.alt_port_servers),
         "ssh_user": ssh_user,
     }
-    server = Server(
+    return Server(
         name=name,
         host=str(record.get("ip") or ""),
         server_type=doctype,
@@ -156,16 +166,6 @@ def server_from_record(
         disable_agent_update=bool(record.get("disable_agent_update")),
         self_hosted=bool(record.get("is_self_hosted")),
     )
-    if strict:
-        from agent_update.rollout import rules
-
-        fields = {"agent_url": "press_agent_url", "agent_dir": "press_agent_dir"}
-        fields["agent_user"] = "press_agent_user"
-        try:
-            rules.validate_server(server.copy(host=server.host or "10.0.0.1"))
-        except ValidationError as exc:
-            raise ValidationError(fields.get(exc.field, exc.field), exc.message) from exc
-    return server
 
 
 def busy_in_press(rows: Iterable[Mapping[str, Any]]) -> dict[str, str]:

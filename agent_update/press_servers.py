@@ -82,9 +82,12 @@ def _fields(doctype: str) -> list[str]:
 
 def list_servers(doctypes: Iterable[str] | None = None) -> list[Server]:
     """Every Press server record, without passwords (they only decide what is listed)."""
+    chosen = server_doctypes() if doctypes is None else tuple(doctypes)
+    if not chosen:  # a site without Press: no settings to read
+        return []
     how = access()
     servers = []
-    for doctype in server_doctypes() if doctypes is None else doctypes:
+    for doctype in chosen:
         for record in frappe.get_all(doctype, fields=_fields(doctype), order_by="name"):
             servers.append(server_from_record(doctype, record, how))
     return servers

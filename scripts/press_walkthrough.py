@@ -111,7 +111,7 @@ def configure(fleet: Fleet) -> dict[str, str]:
     kinds = {}
     for kind, host in zip(KINDS, fleet.hosts, strict=True):
         name = f"h{host.address.rsplit('.', 1)[1]}.{DOMAIN}"
-        press_record(kind, name, host)
+        press_record(kind, name, host.address, host.ssh_user, host.ssh_port, host.agent_password)
         kinds[name] = kind
     frappe.db.commit()
     return kinds

@@ -154,7 +154,7 @@ def after_precheck(update: Update, row: Row, obs: PrecheckObs, now: float) -> Ro
         return _end(row, RowStatus.FAILURE, now, f"precheck: {down}; nothing was changed")
     # A commit reported equal to the target is no reason to skip here: /version
     # shows what is checked out, not what runs (a half-done earlier attempt).
-    pids = {name: pid for name, (_, pid) in obs.programs.items()}
+    pids = pids_of(obs.programs)
     back, note = rollback_target.choose(update, restart_set(update, pids), obs.commit, obs.running)
     log = append_log(row.log, f"precheck ok: {len(pids)} programs running; {note}")
     before = row.current_commit
@@ -184,8 +184,7 @@ def _abort_precheck(row: Row, obs: PrecheckObs, now: float) -> Row:
     why = why or not_running(obs.programs) or ("" if obs.programs else "no agent program found")
     if why:
         return _end(row, RowStatus.FATAL, now, f"not rolled back on abort ({why}): still updated")
-    pids = {name: pid for name, (_, pid) in obs.programs.items()}
-    return row.copy(step=Step.COMMAND, pids_before=json.dumps(pids, sort_keys=True))
+    return row.copy(step=Step.COMMAND, pids_before=pids_text(obs.programs))
 
 
 def command_sent(update: Update, row: Row, now: float) -> Row:
@@ -259,10 +258,7 @@ def after_reobserve(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
     again = row.copy(
         step=Step.COMMAND, log=append_log(row.log, f"resumed: {reason}; re-running the command")
     )
-    if obs.programs:
-        now_pids = {name: pid for name, (_, pid) in obs.programs.items()}
-        again = again.copy(pids_before=json.dumps(now_pids, sort_keys=True))
-    return again
+    return again.copy(pids_before=pids_text(obs.programs)) if obs.programs else again
 
 
 def after_probe(update: Update, row: Row, obs: ProbeObs, now: float) -> Row:
@@ -344,9 +340,7 @@ def fail(
     if rolling_back(row):
         return _end(row, RowStatus.FATAL, now, f"rollback failed: {reason} (after: {row.reason})")
     if update.auto_rollback and row.rollback_commit and not repair.keeps_failed(update):
-        pids = row.pids_before
-        if programs:
-            pids = json.dumps({name: pid for name, (_, pid) in programs.items()}, sort_keys=True)
+        pids = pids_text(programs) if programs else row.pids_before
         return row.copy(
             status=RowStatus.ROLLING_BACK,
             step=Step.COMMAND,
@@ -364,6 +358,16 @@ def fail(
 
 
 # ----------------------------------------------------------------- verification
+
+
+def pids_of(programs: Programs) -> dict[str, int | None]:
+    """Program name -> pid, as a row records them."""
+    return {name: pid for name, (_, pid) in programs.items()}
+
+
+def pids_text(programs: Programs) -> str:
+    """The pids as the row's ``pids_before`` stores them."""
+    return json.dumps(pids_of(programs), sort_keys=True)
 
 
 def restart_set(update: Update, programs: Programs | dict) -> list[str]:

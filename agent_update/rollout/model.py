@@ -123,7 +123,7 @@ class Server:
 
     @property
     def opted_out(self) -> bool:
-        return self.disable_agent_update or self.status != "Active"
+        return bool(self.opt_out_reason)
 
     @property
     def opt_out_reason(self) -> str:

@@ -17,12 +17,10 @@ from typing import Any, ClassVar
 import frappe
 from frappe.utils.password import set_encrypted_password
 
-from agent_update import frappe_codec as codec
-from agent_update.agent_update.tests.support import FleetCase
+from agent_update.agent_update.tests.support import FleetCase, override_settings
 from agent_update.testing import Fleet, FleetHost
 
 PRESS = "press" in frappe.get_installed_apps()
-PRESS_FIELDS = ("press_agent_url", "press_agent_dir", "press_agent_user", "agent_ca_bundle")
 KINDS = ("Server", "Database Server", "Proxy Server")
 
 
@@ -49,9 +47,7 @@ class PressFleetCase(FleetCase):
     @classmethod
     def _configure_settings(cls) -> None:
         super()._configure_settings()
-        settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
-        before = {f: settings.get(f) for f in PRESS_FIELDS}
-        settings.update(
+        restore = override_settings(
             {
                 "press_agent_url": f"http://{{ip}}:{cls.fleet.agent_port}",
                 "press_agent_dir": f"{cls.fleet.root}/{{hostname}}/agent",
@@ -59,30 +55,22 @@ class PressFleetCase(FleetCase):
                 "agent_ca_bundle": "",
             }
         )
-        settings.save(ignore_permissions=True)
-
-        def restore() -> None:
-            old = frappe.get_single(codec.SETTINGS_DOCTYPE)
-            old.update(before)
-            old.flags.ignore_mandatory = True
-            old.save(ignore_permissions=True)
-            frappe.db.commit()
-
         cls.addClassCleanup(restore)
 
     @classmethod
     def register(cls, name: str, host: FleetHost, **extra: Any) -> None:
         index = len(cls.kinds)
         doctype = extra.pop("doctype", None) or cls.KIND_OF[index % len(cls.KIND_OF)]
-        press_record(doctype, name, host, **extra)
+        press_record(
+            doctype, name, host.address, host.ssh_user, host.ssh_port, host.agent_password, **extra
+        )
         cls.kinds[name] = doctype
 
     @classmethod
     def _clean_up(cls) -> None:
         super()._clean_up()
         for name, doctype in cls.kinds.items():
-            frappe.db.delete(doctype, {"name": name})
-            frappe.db.delete("__Auth", {"doctype": doctype, "name": name})
+            remove_press_record(doctype, name)
             frappe.db.delete("Agent Server Hold", {"server": name})
             frappe.db.delete("Agent Server Lease", {"name": name})
         frappe.db.commit()
@@ -113,7 +101,9 @@ class PressFleetCase(FleetCase):
         frappe.db.commit()
 
 
-def press_record(doctype: str, name: str, host: FleetHost, **extra: Any) -> None:
+def press_record(
+    doctype: str, name: str, ip: str, ssh_user: str, ssh_port: int, password: str, **extra: Any
+) -> None:
     """A Press server record as provisioning leaves it, password encrypted by Frappe."""
     frappe.db.delete(doctype, {"name": name})
     hostname, domain = name.split(".", 1)
@@ -123,14 +113,19 @@ def press_record(doctype: str, name: str, host: FleetHost, **extra: Any) -> None
             "name": name,
             "hostname": hostname,
             "domain": domain,
-            "ip": host.address,
-            "ssh_user": host.ssh_user,
-            "ssh_port": host.ssh_port,
+            "ip": ip,
+            "ssh_user": ssh_user,
+            "ssh_port": ssh_port,
             "status": "Active",
             "provider": "Generic",
             **extra,
         }
     )
     doc.db_insert()
-    set_encrypted_password(doctype, name, host.agent_password, "agent_password")
+    set_encrypted_password(doctype, name, password, "agent_password")
     frappe.db.commit()
+
+
+def remove_press_record(doctype: str, name: str) -> None:
+    frappe.db.delete(doctype, {"name": name})
+    frappe.db.delete("__Auth", {"doctype": doctype, "name": name})

@@ -27,16 +27,6 @@ from agent_update.rollout.observations import CommandObs, PrecheckObs, ProbeObs
 from agent_update.testing import Fleet, FleetHost
 
 T = TypeVar("T")
-SETTINGS_FIELDS = (
-    "default_repo",
-    "default_branch",
-    "known_hosts",
-    "poll_interval",
-    "probe_timeout",
-    "connect_timeout",
-    "lease_ttl",
-    "default_lanes",
-)
 
 
 def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float = 0.1) -> T:
@@ -50,6 +40,28 @@ def wait_for(predicate: Callable[[], T], timeout: float, what: str, every: float
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         time.sleep(every)
+
+
+def override_settings(values: dict[str, Any]) -> Callable[[], None]:
+    """Set Agent Update Settings' ``values``; returns what puts the old ones back."""
+    settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
+    plain = [f for f in values if f != "ssh_private_key"]
+    before = {f: settings.get(f) for f in plain}
+    if "ssh_private_key" in values:
+        before["ssh_private_key"] = (
+            settings.get_password("ssh_private_key", raise_exception=False) or ""
+        )
+    settings.update(values)
+    settings.save(ignore_permissions=True)
+
+    def restore() -> None:
+        old = frappe.get_single(codec.SETTINGS_DOCTYPE)
+        old.update(before)
+        old.flags.ignore_mandatory = True
+        old.save(ignore_permissions=True)
+        frappe.db.commit()
+
+    return restore
 
 
 class FleetCase(FrappeTestCase):
@@ -87,10 +99,7 @@ class FleetCase(FrappeTestCase):
 
     @classmethod
     def _configure_settings(cls) -> None:
-        settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
-        before = {f: settings.get(f) for f in SETTINGS_FIELDS}
-        key = settings.get_password("ssh_private_key", raise_exception=False)
-        settings.update(
+        restore = override_settings(
             {
                 "default_repo": cls.fleet.upstream_url,
                 "default_branch": cls.fleet.branch,
@@ -103,15 +112,6 @@ class FleetCase(FrappeTestCase):
                 "default_lanes": 1,  # whatever the site's operators chose
             }
         )
-        settings.save(ignore_permissions=True)
-
-        def restore() -> None:
-            old = frappe.get_single(codec.SETTINGS_DOCTYPE)
-            old.update({**before, "ssh_private_key": key or ""})
-            old.flags.ignore_mandatory = True
-            old.save(ignore_permissions=True)
-            frappe.db.commit()
-
         cls.addClassCleanup(restore)
 
     @classmethod

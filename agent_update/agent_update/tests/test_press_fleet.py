@@ -9,7 +9,6 @@ as it found it).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from unittest import mock
@@ -18,8 +17,7 @@ import frappe
 
 from agent_update import api, press_hooks, tasks
 from agent_update.agent_update.tests.press_support import PRESS, PressFleetCase
-from agent_update.agent_update.tests.support import wait_for
-from agent_update.agent_update.tests.test_worker import MID_ROW, WORKER_START, WorkerCase
+from agent_update.agent_update.tests.test_worker import WorkerCase
 from agent_update.frappe_registry import list_servers
 from agent_update.remote.connector import ServerLink
 
@@ -219,39 +217,20 @@ if PRESS:
 
         def test_a_worker_killed_mid_row_keeps_the_hold_until_the_row_ends(self) -> None:
             slow = self.fleet.commits.slow
-            first = self.worker()
-            doc = self.new_update(commit=slow)
-            api.build_plan(doc.name)
-            self.wait(lambda: self.status(doc.name) == "Pending", WORKER_START, "Build Plan")
-            api.start(doc.name)
-            self.wait(
-                lambda: self.row_statuses(doc.name)[0] in MID_ROW,
-                WORKER_START,
-                "the first server mid-update",
-                every=0.05,
-            )
-            first.kill()  # SIGKILL: no after-hook ran
-            victim = self.load(doc.name).servers[0]
+            name, victim = self.killed_mid_row(slow)  # no after-hook ran
             self.assertEqual(self.switch(victim.server), 1)
             self.assertTrue(frappe.db.exists(HOLD, {"server": victim.server}))
             tasks.tick()  # no worker yet: the hold of a row in flight is kept
             self.assertEqual(self.switch(victim.server), 1)
-            wait_for(
-                lambda: (
-                    frappe.db.get_value("Agent Rollout Server", victim.name, "lease_expires")
-                    < time.time()
-                ),
-                10,
-                "the lease to expire",
-            )
+            self.wait_lease_expired(victim)
             self.worker()
-            self.assertEqual(tasks.tick(), [doc.name])
-            self.wait(lambda: self.status(doc.name) == "Success", 120, "Success", every=0.3)
-            for row in self.load(doc.name).servers:
+            self.assertEqual(tasks.tick(), [name])
+            self.wait(lambda: self.status(name) == "Success", 120, "Success", every=0.3)
+            for row in self.load(name).servers:
                 self.assertEqual(row.status, "Success", row.log)
                 self.assertEqual(self.running(row.server), slow)
                 self.assertEqual(self.switch(row.server), 0, row.server)
-            self.assertFalse(frappe.get_all(HOLD, filters={"rollout": doc.name}))
+            self.assertFalse(frappe.get_all(HOLD, filters={"rollout": name}))
 
         def test_the_watchdog_restores_a_hold_whose_row_has_ended(self) -> None:
             """A runner killed between the row's end and its after-hook."""

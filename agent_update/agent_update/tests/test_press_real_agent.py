@@ -15,12 +15,15 @@ from typing import ClassVar
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
-from frappe.utils.password import set_encrypted_password
 
 from agent_update import api
 from agent_update import frappe_codec as codec
-from agent_update.agent_update.tests.press_support import PRESS, PRESS_FIELDS
-from agent_update.agent_update.tests.support import SETTINGS_FIELDS
+from agent_update.agent_update.tests.press_support import (
+    PRESS,
+    press_record,
+    remove_press_record,
+)
+from agent_update.agent_update.tests.support import override_settings
 from agent_update.frappe_service import INLINE_FLAG
 from agent_update.testing.realagent import RealAgentFleet, locate
 
@@ -42,11 +45,7 @@ if PRESS:
             cls.fleet = RealAgentFleet(1).start()
             cls.addClassCleanup(cls.fleet.stop)
             host = cls.fleet.hosts[0]
-            settings = frappe.get_single(codec.SETTINGS_DOCTYPE)
-            fields = (*SETTINGS_FIELDS, *PRESS_FIELDS)
-            before = {f: settings.get(f) for f in fields}
-            key = settings.get_password("ssh_private_key", raise_exception=False)
-            settings.update(
+            put_back = override_settings(
                 {
                     "default_repo": str(cls.fleet.upstream),
                     "default_branch": cls.fleet.branch,
@@ -61,37 +60,16 @@ if PRESS:
                     "press_agent_user": host.user,
                 }
             )
-            settings.save(ignore_permissions=True)
-            frappe.db.delete("Server", {"name": NAME})
-            frappe.get_doc(
-                {
-                    "doctype": "Server",
-                    "name": NAME,
-                    "hostname": "f1",
-                    "domain": "realagent.press.test",
-                    "ip": host.address,
-                    "ssh_user": "root",
-                    "ssh_port": host.ssh_port,
-                    "status": "Active",
-                    "provider": "Generic",
-                }
-            ).db_insert()
-            set_encrypted_password("Server", NAME, host.password, "agent_password")
+            press_record("Server", NAME, host.address, "root", host.ssh_port, host.password)
             frappe.flags[INLINE_FLAG] = True
-            frappe.db.commit()
 
             def restore() -> None:
                 for name in frappe.db.sql_list(
                     "SELECT DISTINCT parent FROM `tabAgent Rollout Server` WHERE server=%s", NAME
                 ):
                     frappe.delete_doc(codec.UPDATE_DOCTYPE, name, force=True)
-                frappe.db.delete("Server", {"name": NAME})
-                frappe.db.delete("__Auth", {"doctype": "Server", "name": NAME})
-                old = frappe.get_single(codec.SETTINGS_DOCTYPE)
-                old.update({**before, "ssh_private_key": key or ""})
-                old.flags.ignore_mandatory = True
-                old.save(ignore_permissions=True)
-                frappe.db.commit()
+                remove_press_record("Server", NAME)
+                put_back()
 
             cls.addClassCleanup(restore)
 

@@ -120,6 +120,34 @@ class WorkerCase(FleetCase):
     def row_statuses(self, name: str) -> list[tuple[str, str]]:
         return [(r.status, r.step) for r in self.load(name).servers]
 
+    def killed_mid_row(self, commit: str) -> tuple[str, Any]:
+        """A rollout on one worker, SIGKILLed while its first row is mid-update.
+
+        Returns the update's name and that row as it was left (no cleanup ran).
+        """
+        worker = self.worker()
+        doc = self.new_update(commit=commit)
+        api.build_plan(doc.name)
+        self.wait(lambda: self.status(doc.name) == "Pending", WORKER_START, "Build Plan")
+        api.start(doc.name)
+        self.wait(
+            lambda: self.row_statuses(doc.name)[0] in MID_ROW,
+            WORKER_START,
+            "the first server mid-update",
+            every=0.05,
+        )
+        worker.kill()  # SIGKILL: no cleanup, the row keeps its lease
+        return doc.name, self.load(doc.name).servers[0]
+
+    def wait_lease_expired(self, row: Any) -> None:
+        self.wait(
+            lambda: (
+                frappe.db.get_value("Agent Rollout Server", row.name, "lease_expires") < time.time()
+            ),
+            10,
+            "the lease to expire",
+        )
+
 
 class TestWithWorkers(WorkerCase):
     def test_pause_and_resume_on_a_live_rollout(self) -> None:
@@ -158,35 +186,16 @@ class TestWithWorkers(WorkerCase):
 
     def test_a_worker_killed_mid_row_is_resumed_by_the_tick(self) -> None:
         slow = self.fleet.commits.slow
-        first_worker = self.worker()
-        doc = self.new_update(commit=slow)
-        api.build_plan(doc.name)
-        self.wait(lambda: self.status(doc.name) == "Pending", WORKER_START, "Build Plan")
-        api.start(doc.name)
-        self.wait(
-            lambda: self.row_statuses(doc.name)[0] in MID_ROW,
-            WORKER_START,
-            "the first server mid-update",
-            every=0.05,
-        )
-        first_worker.kill()  # SIGKILL: no cleanup, the row keeps its lease
-        victim = self.load(doc.name).servers[0]
+        name, victim = self.killed_mid_row(slow)
         self.assertIn(victim.status, ("Running", "Verifying"))
         self.assertTrue(victim.lease_owner)
-        self.assertEqual(self.status(doc.name), "Running")
+        self.assertEqual(self.status(name), "Running")
 
-        self.wait(
-            lambda: (
-                frappe.db.get_value("Agent Rollout Server", victim.name, "lease_expires")
-                < time.time()
-            ),
-            10,
-            "the lease to expire",
-        )
+        self.wait_lease_expired(victim)
         self.worker()
-        self.assertEqual(tasks.tick(), [doc.name])  # enqueues the resumed row
-        self.wait(lambda: self.status(doc.name) == "Success", 120, "Success", every=0.3)
-        done = self.load(doc.name)
+        self.assertEqual(tasks.tick(), [name])  # enqueues the resumed row
+        self.wait(lambda: self.status(name) == "Success", 120, "Success", every=0.3)
+        done = self.load(name)
         for row in done.servers:
             self.assertEqual(row.status, "Success", row.log)
             self.assertEqual(self.running(row.server), slow)
