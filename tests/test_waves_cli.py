@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from agent_update.rollout.store import SqliteStore
 from agent_update.testing.harness import PASSWORD_VAR, server_add_args, write_cli_settings
 
 pytestmark = pytest.mark.fleet
@@ -93,6 +94,15 @@ def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
         [*base(tmp_path), "run", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     try:
+        # Tick once `run` holds the row: a tick before that would start the row
+        # itself and drive it to its end, with no stall left to report.
+        store = SqliteStore(tmp_path / "au.db")
+        claimed = time.monotonic() + 60
+        while time.monotonic() < claimed and runner.poll() is None:
+            if any(r.lease_owner for r in store.get_rows(name)):
+                break
+            time.sleep(0.1)
+        store.close()
         ticks = []
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and runner.poll() is None:
