@@ -55,3 +55,28 @@ def test_no_workspace_shortcut_counts_a_single_doctype() -> None:
             meta = json.loads((target / f"{target.name}.json").read_text())
             if meta.get("issingle"):
                 assert "stats_filter" not in shortcut, f"{path.name}: {shortcut['label']}"
+
+
+# The languages Frappe v15's Code control knows (controls/code.js); any other is plain text.
+CODE_LANGUAGES = {
+    "Javascript",
+    "JS",
+    "Python",
+    "Py",
+    "PythonExpression",
+    "HTML",
+    "CSS",
+    "Markdown",
+    "SCSS",
+    "JSON",
+    "Golang",
+    "Go",
+    "Jinja",
+}
+
+
+def test_code_fields_name_a_language_the_desk_knows() -> None:
+    for meta in DOCTYPES.glob("*/*.json"):
+        for field in json.loads(meta.read_text()).get("fields", []):
+            if field["fieldtype"] == "Code" and field.get("options"):
+                assert field["options"] in CODE_LANGUAGES, (meta.name, field["fieldname"])

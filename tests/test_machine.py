@@ -205,6 +205,19 @@ def test_pause_starts_nothing_but_ends_when_all_done():
     assert d.changes["status"] is UpdateStatus.SUCCESS
 
 
+def test_an_ended_update_drops_its_overlap_warning():
+    """A finished update holds no server: a warning of overlap would mislead."""
+    warned = dict(overlap_warning="servers also in other unfinished updates: B (s1)")
+    done = [r.copy(status=RowStatus.SUCCESS) for r in pending(2)]
+    d = machine.decide(upd(**warned), done, 5)
+    assert d.changes["status"] is UpdateStatus.SUCCESS and d.changes["overlap_warning"] == ""
+    aborted = machine.decide(upd(aborted=True, **warned), pending(2), 5)
+    assert aborted.changes["status"] is UpdateStatus.ABORTED
+    assert aborted.changes["overlap_warning"] == ""
+    pending_abort = commands.abort(upd(status=UpdateStatus.PENDING, **warned), now=5)
+    assert pending_abort.status is UpdateStatus.ABORTED and pending_abort.overlap_warning == ""
+
+
 def test_test_mode_pauses_once_after_exactly_n():
     u = upd(test_mode=True, test_mode_count=2, lanes=5)
     rows = pending(5)

@@ -30,13 +30,14 @@ def execute() -> None:
         rename_ours(old, new)
 
 
-def shipped_by_another_app(doctype: str) -> str | None:
-    """The installed app other than this one that ships ``doctype``, if any."""
-    folder = frappe.scrub(doctype)
+def shipped_by_another_app(name: str, kind: str = "doctype") -> str | None:
+    """The installed app other than this one that ships ``name`` (a doctype, or a
+    record of another standard kind such as ``workspace``), if any."""
+    folder = frappe.scrub(name)
     for app in frappe.get_installed_apps():
         if app == APP:
             continue
-        pattern = os.path.join(frappe.get_app_path(app), "*", "doctype", folder, f"{folder}.json")
+        pattern = os.path.join(frappe.get_app_path(app), "*", kind, folder, f"{folder}.json")
         if glob.glob(pattern):
             return app
     return None

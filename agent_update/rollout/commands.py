@@ -23,6 +23,7 @@ from agent_update.rollout.model import (
     Update,
     UpdateStatus,
     append_log,
+    ended,
 )
 from agent_update.rollout.running import RunningObs, stale_reason
 
@@ -247,7 +248,7 @@ def abort(update: Update, now: float, *, rollback: bool = False, reason: str = "
         aborted=True, abort_rollback=rollback, abort_reason=why, pause_reason=""
     )
     if update.status is UpdateStatus.PENDING:  # nothing ran: nothing to wait for
-        changes.update(status=UpdateStatus.ABORTED, ended_at=now, halt_reason=why)
+        changes.update(ended(UpdateStatus.ABORTED, now, halt_reason=why))
     else:  # the runner finishes rows in flight (and rolls back) before it ends
         changes.update(status=UpdateStatus.RUNNING)
     return update.copy(**changes)

@@ -19,6 +19,7 @@ from agent_update.rollout.model import (
     RowStatus,
     Update,
     UpdateStatus,
+    ended,
 )
 from agent_update.rollout.tally import Tally, tally_from_rows
 
@@ -102,7 +103,7 @@ def decide(
             decision.changes.update(halted=True, halt_reason=reason)
 
     if not active and (halted or not tally.waiting):
-        decision.changes.update(status=final_status(tally), ended_at=now)
+        decision.changes.update(ended(final_status(tally), now))
         return decision
     if halted or update.status is UpdateStatus.PAUSED:
         return decision
@@ -157,7 +158,7 @@ def _wave_room(update: Update, tally: Tally, decision: Decision, now: float) -> 
     if reason:
         if update.wave_gate_action is GateAction.HALT:
             decision.changes.update(
-                halted=True, halt_reason=reason, status=final_status(tally), ended_at=now
+                ended(final_status(tally), now, halted=True, halt_reason=reason)
             )
         else:
             decision.changes.update(
@@ -177,5 +178,5 @@ def _abort(update: Update, tally: Tally, decision: Decision, now: float) -> Deci
     decision.rollback = [r.idx for r in rollback[:free]]
     if not tally.active and not rollback:
         reason = update.abort_reason or "aborted"
-        decision.changes.update(status=UpdateStatus.ABORTED, ended_at=now, halt_reason=reason)
+        decision.changes.update(ended(UpdateStatus.ABORTED, now, halt_reason=reason))
     return decision

@@ -36,6 +36,12 @@ FINAL_UPDATE_STATUSES = frozenset(
 )
 
 
+def ended(status: UpdateStatus, now: float, **more: object) -> dict[str, object]:
+    """The changes that end an update: its final status, when, and no overlap
+    warning (a finished update holds no server, so it overlaps nothing)."""
+    return dict(status=status, ended_at=now, overlap_warning="", **more)
+
+
 # Pause reasons the engine writes itself; a script tells a test-mode pause by its start.
 OPERATOR_PAUSE = "paused by an operator; Resume goes on"
 TEST_MODE_PAUSE = "test mode:"

@@ -107,7 +107,7 @@ class TestOperatorDay(FleetCase):
         self.assertIn("wave 1 of 2 (1 server, 1 at once)", out["wave_text"])
 
     def test_the_app_has_a_workspace(self) -> None:
-        space = frappe.get_doc("Workspace", "Agent Update")
+        space = frappe.get_doc("Workspace", "Agent Rollouts")
         links = {s.link_to for s in space.shortcuts}
         self.assertLessEqual({codec.UPDATE_DOCTYPE, codec.SERVER_DOCTYPE}, links)
 

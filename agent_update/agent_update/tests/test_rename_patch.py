@@ -15,6 +15,7 @@ from __future__ import annotations
 import frappe
 from frappe.tests.utils import FrappeTestCase
 
+from agent_update.patches import remove_old_workspace as workspace_patch
 from agent_update.patches import rename_to_agent_rollout as patch
 
 OLD, OLD_ROW = "AU Legacy Update", "AU Legacy Update Server"
@@ -134,3 +135,42 @@ class TestRenamePatch(FrappeTestCase):
 
     def test_missing_doctype_is_a_no_op(self) -> None:
         self.assertFalse(patch.rename_ours("AU Legacy Absent", "AU Legacy Other"))
+
+
+class TestOldWorkspacePatch(FrappeTestCase):
+    """The workspace once named Agent Update is removed; nobody else's is."""
+
+    OURS, THEIRS = "AU Legacy Space", "AU Foreign Space"
+
+    def setUp(self) -> None:
+        self._developer_mode = frappe.conf.get("developer_mode")
+        frappe.conf.developer_mode = 0  # no export of a standard workspace to a folder
+        for name, module in ((self.OURS, workspace_patch.MODULE), (self.THEIRS, "Core")):
+            frappe.delete_doc_if_exists("Workspace", name, force=True)
+            frappe.get_doc(
+                {
+                    "doctype": "Workspace",
+                    "label": name,
+                    "title": name,
+                    "module": module,
+                    "public": 1,
+                    "content": "[]",
+                }
+            ).insert(ignore_permissions=True)
+
+    def tearDown(self) -> None:
+        for name in (self.OURS, self.THEIRS):
+            frappe.delete_doc_if_exists("Workspace", name, force=True)
+        frappe.conf.developer_mode = self._developer_mode
+
+    def test_removes_this_apps_old_workspace_only(self) -> None:
+        self.assertTrue(workspace_patch.remove_ours(self.OURS))
+        self.assertFalse(frappe.db.exists("Workspace", self.OURS))
+        self.assertFalse(workspace_patch.remove_ours(self.THEIRS))
+        self.assertTrue(frappe.db.exists("Workspace", self.THEIRS))
+        self.assertFalse(workspace_patch.remove_ours("AU Absent Space"))
+
+    def test_the_installed_site_has_the_new_workspace_and_not_the_old(self) -> None:
+        workspace_patch.execute()  # idempotent: a second migrate finds nothing to do
+        self.assertTrue(frappe.db.exists("Workspace", "Agent Rollouts"))
+        self.assertFalse(frappe.db.exists("Workspace", workspace_patch.OLD))

@@ -381,7 +381,10 @@
 				.map((s) => `${__(s)}: ${counts[s]}`)
 				.join(" · ");
 			const percent = Math.round((1000 * done) / rows.length) / 10;
-			const eta = frm.__agent_update_eta ? ` · ${esc(frm.__agent_update_eta)}` : "";
+			// An ETA only while time is left: a finished rollout keeps none from its run.
+			const live = ["Running", "Paused"].includes(frm.doc.status);
+			if (!live) frm.__agent_update_eta = "";
+			const eta = live && frm.__agent_update_eta ? ` · ${esc(frm.__agent_update_eta)}` : "";
 			frm.dashboard.show_progress(
 				__("Progress"),
 				percent,
