@@ -19,20 +19,15 @@ $(STAMP): pyproject.toml scripts/setup.sh
 demo: setup
 	$(BIN)/python -m agent_update.testing.demo
 
-# Stops at the first failing stage; the Frappe stage builds or reuses a bench (docs/ci.md).
+# Setup and lint, then three stages at once; the Frappe stages build or reuse a bench (docs/ci.md).
 test:
 	@t=$$(date +%s); $(MAKE) --no-print-directory test-stages; rc=$$?; \
 	echo "timing: total $$(($$(date +%s) - t))s"; exit $$rc
 
 test-stages:
 	@$(call timed,setup,$(MAKE) --no-print-directory setup)
-	@$(call timed,lint,$(BIN)/ruff check . && $(BIN)/ruff format --check .)
-	@# pytest exits 5 when it collected no test: say so, and fail
-	@$(call timed,pytest,$(BIN)/python -m pytest -q || { rc=$$?; \
-	  [ $$rc -ne 5 ] || echo "pytest: no test was collected (exit 5)"; (exit $$rc); })
-	@$(call timed,frappe,bash scripts/frappe-tests.sh)
-	@# the second bench: Frappe Press installed beside this app (docs/press.md)
-	@$(call timed,frappe-press,AGENT_UPDATE_PRESS=1 bash scripts/frappe-bench.sh)
+	@# lint, then pytest and both benches side by side (scripts/test-stages.sh, docs/ci.md)
+	@VENV=$(VENV) bash scripts/test-stages.sh
 
 lint: setup
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .

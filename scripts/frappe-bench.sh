@@ -168,12 +168,17 @@ mysql_root() {
 }
 prepare_machine() {
   command -v node >/dev/null || die "no node (Frappe v15 needs node 18 or newer)"
+  # Both benches may build at once (make test runs them side by side): the tool and
+  # yarn are shared, so one build at a time sets them up.
+  exec 8>"$cache/tool.lock"
+  flock -w 900 8 || die "$cache/tool.lock still held after 15 min"
   command -v yarn >/dev/null || logged "$1" as_root npm install -g yarn
   if [ ! -x "$tool/bin/bench" ]; then
     rm -rf "$tool"
     logged "$1" "$python" -m venv "$tool"
     logged "$1" "$tool/bin/pip" install "frappe-bench==$bench_version"
   fi
+  exec 8>&-
 }
 mysql_root mariadb -e "SET GLOBAL character_set_server='utf8mb4'; SET GLOBAL collation_server='utf8mb4_unicode_ci'" ||
   die "cannot reach MariaDB as root (set AGENT_UPDATE_DB_ROOT_PASSWORD if it has a password)"
@@ -210,6 +215,9 @@ build_bench() {
   mkdir -p "$runner/sites"
   echo '{"frappe_user": "root"}' >"$runner/sites/common_site_config.json"
   path=$(source_repo "$work")
+  # A yarn cache per bench: two `yarn install`s in one cache (both benches built at
+  # once) corrupt each other's unpacked packages.
+  export YARN_CACHE_FOLDER=$cache/${kind_prefix}yarn-cache
   (cd "$runner" && logged "$log" bench init "$bench_dir" --frappe-path "$path" --frappe-branch "$branch" \
     --python "$("$python" -c 'import sys; print(sys.executable)')" --skip-assets --skip-redis-config-generation --no-backups)
   rm -rf "$work"

@@ -108,3 +108,48 @@ def test_press_bench_without_a_framework_source_says_which_bench_it_skipped(
     done = run_bench(tmp_path, FRAPPE_SRC="", AGENT_UPDATE_PRESS="1")
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["frappe tests (press): SKIPPED (FRAPPE_SRC is empty)"]
+
+
+STAGES = ROOT / "scripts" / "test-stages.sh"
+
+
+def run_stages(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAPPE_", "AGENT_UPDATE_"))}
+    base["AGENT_UPDATE_CACHE"] = str(tmp_path / "cache")
+    return subprocess.run(
+        ["bash", str(STAGES)],
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def test_stages_run_side_by_side_each_line_named_and_timed(tmp_path: Path) -> None:
+    done = run_stages(tmp_path, AGENT_UPDATE_STAGES="frappe,frappe-press", FRAPPE_SRC="")
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert "[frappe] frappe tests: SKIPPED (FRAPPE_SRC is empty)" in lines
+    assert "[frappe-press] frappe tests (press): SKIPPED (FRAPPE_SRC is empty)" in lines
+    assert sum(line.startswith(("timing: frappe ", "timing: frappe-press ")) for line in lines) == 2
+    assert lines[-1] == "test stages: all passed (frappe,frappe-press)"
+
+
+def test_a_failed_stage_fails_the_run_and_the_others_still_run(tmp_path: Path) -> None:
+    missing = tmp_path / "nowhere.tar.gz"
+    done = run_stages(tmp_path, AGENT_UPDATE_STAGES="frappe-press,frappe", FRAPPE_SRC=str(missing))
+    assert done.returncode == 1
+    assert f"[frappe] frappe bench: FRAPPE_SRC={missing} does not exist" in done.stdout
+    assert f"[frappe-press] frappe bench: FRAPPE_SRC={missing} does not exist" in done.stdout
+    assert done.stdout.splitlines()[-1] == "test stages: failed: frappe-press frappe"
+
+
+def test_stages_and_workers_are_checked_and_named(tmp_path: Path) -> None:
+    done = run_stages(tmp_path, AGENT_UPDATE_STAGES="pytest,docs")
+    assert done.returncode == 2
+    assert "AGENT_UPDATE_STAGES=pytest,docs: docs is not a stage" in done.stderr
+    done = run_stages(tmp_path, AGENT_UPDATE_TEST_WORKERS="0; rm -rf /")
+    assert done.returncode == 2
+    assert "AGENT_UPDATE_TEST_WORKERS=0; rm -rf /: a number of processes" in done.stderr
