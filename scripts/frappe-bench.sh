@@ -376,3 +376,10 @@ grep '^upgrade: ' "$log" | tail -1
 printf '%s\n' "$db_root_password" | logged "$log" bench drop-site "$up" --force --no-backup
 rm -rf "archived/sites/$up"*
 echo "timing: upgrade $(($(now) - t))s"
+
+# ---- the desk under faults: a site of its own on a private MariaDB and Redis --
+# One rollout through RQ workers while the worker running a job is killed and the
+# site's Redis and MariaDB restart (agent_update/testing/desk_check.py, docs/soak.md).
+t=$(now)
+(cd /tmp && PYTHONPATH=$root "$bench_dir/env/bin/python" -m agent_update.testing.desk_check --bench "$bench_dir")
+echo "timing: desk-check $(($(now) - t))s"

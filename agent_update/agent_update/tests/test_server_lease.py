@@ -32,6 +32,18 @@ class TestServerLease(FleetCase):
         self.assertEqual(store.server_holders([server], 116), {})
         self.assertEqual(store.claim_server("no such server", "A", 1, 0, 10), "")
 
+    def test_the_desk_checks_leftovers_list_held_leases_only(self) -> None:
+        """desk_rpc.leftovers (what the desk check and the soak call a leak) sees a held
+        lease, and not one released (cleared, its record kept)."""
+        from agent_update.testing import desk_rpc
+
+        store, server = FrappeStore(), self.server()
+        store.claim_server(server, "A", 1, 100, 10)
+        self.assertIn(server, desk_rpc.leftovers()["leases"])
+        store.release_server(server, "A", 1)
+        self.assertTrue(frappe.db.exists("Agent Server Lease", server))
+        self.assertNotIn(server, desk_rpc.leftovers()["leases"])
+
     def test_overlap_warning_and_waiting_lookup(self) -> None:
         service = get_service(FakeConnector(self.fleet.commits.base))
         first = self.new_update(commit=self.fleet.commits.good)
