@@ -38,13 +38,15 @@ format: setup
 bench: setup
 	$(BIN)/python benchmarks/run_all.py
 
-# A fault soak on a loopback fleet (docs/soak.md): `make soak MINUTES=60 SEED=1234 HOSTS=40`.
+# A fault soak on a loopback fleet (docs/soak.md): `make soak MINUTES=60 SEED=1234 HOSTS=40`;
+# DESK=1 opens the desk's door too (the bench `make test` cached; DESK=/path/to/bench: that one).
 MINUTES ?= 20
 HOSTS   ?= 40
 SEED    ?=
+DESK    ?=
 soak: setup
 	$(BIN)/python -m agent_update.testing.soak --minutes $(MINUTES) --hosts $(HOSTS) \
-	  $(if $(SEED),--seed $(SEED))
+	  $(if $(SEED),--seed $(SEED)) $(if $(filter 1,$(DESK)),--desk,$(if $(DESK),--desk $(DESK)))
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache .hypothesis

@@ -103,8 +103,28 @@ def build_plan(name: str, now: bool = False) -> dict[str, Any]:
 
 @frappe.whitelist()
 def start(name: str, now: bool = False) -> dict[str, Any]:
-    """Pending -> Running: the first servers start at once."""
-    return _act(name, "start", now, _startable)
+    """Pending -> Running: the first servers start at once.
+
+    The click is kept in the request itself, as the scheduled start (now): a
+    queue loses its jobs when its Redis restarts, and a start job lost so
+    would leave the rollout Pending for good; the watchdog tick starts a
+    Pending rollout whose scheduled start has come (found by the soak's desk
+    door, docs/soak.md).
+    """
+    _check(name)
+    update, rows = _load(name)
+    with frappe_errors():
+        _startable(update, rows)
+    clicked = time.time()
+    if update.start_at is None or update.start_at > clicked:
+        frappe.db.set_value(
+            codec.UPDATE_DOCTYPE,
+            name,
+            "scheduled_start",
+            codec.to_datetime(clicked),
+            update_modified=False,  # an open form stays saveable
+        )
+    return _enqueue("start", name, now)
 
 
 @frappe.whitelist()

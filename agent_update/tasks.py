@@ -56,9 +56,15 @@ def build_plan(name: str) -> None:
 
 
 def start(name: str) -> None:
-    """Start as the user who clicked (an approval, when required, comes from someone else)."""
+    """Start as the user who clicked (an approval, when required, comes from someone else).
+
+    The watchdog tick may have started it already (api.start keeps the click
+    as the scheduled start): then this finds it Running and only drives it.
+    """
     with _reported(name, "Start"):
-        get_service().start(name, user=frappe.session.user)
+        service = get_service()
+        service.start_if_ready(name, user=frappe.session.user)
+        service.runner.kick(name)
 
 
 def force_continue(name: str) -> None:

@@ -12,7 +12,8 @@ Servers of a loopback fleet), ``create`` (a rollout over named servers),
 ``act`` (an ``agent_update.api`` button, enqueued for the workers as the
 desk does), ``tick`` (the watchdog), ``store`` (a read of the Frappe
 store: ``get_update``, ``get_rows``, ``server_holders``) and ``leftovers``
-(leases, agent-job holds and halted servers still there).
+(leases, agent-job holds and halted servers still there) and ``snapshot``
+(rollouts and their rows as of one instant).
 """
 
 from __future__ import annotations
@@ -52,9 +53,12 @@ def register(settings: dict[str, Any], servers: list[dict[str, Any]]) -> int:
     return len(servers)
 
 
-def create(servers: list[str], **fields: Any) -> str:
-    """An Agent Rollout of the Soak Server type, its rows cut to ``servers``."""
+def create(servers: list[str], deadline_at: float | None = None, **fields: Any) -> str:
+    """An Agent Rollout of the Soak Server type, its rows cut to ``servers``;
+    ``deadline_at`` (epoch seconds) becomes its Deadline."""
     values = {"doctype": codec.UPDATE_DOCTYPE, "server_types": [{"server_type": SERVER_TYPE}]}
+    if deadline_at is not None:
+        values["deadline"] = codec.to_datetime(deadline_at)
     doc = frappe.get_doc({**values, **fields}).insert()
     wanted = set(servers)
     doc.servers = [row for row in doc.servers if row.server in wanted]
@@ -81,6 +85,12 @@ def store(method: str, *args: Any) -> Any:
     return getattr(FrappeStore(), method)(*args)
 
 
+def snapshot(names: list[str]) -> dict[str, tuple[Any, list[Any]]]:
+    """Each named rollout and its rows, read in one transaction (the soak's observer)."""
+    found = FrappeStore()
+    return {name: (found.get_update(name), found.get_rows(name)) for name in names}
+
+
 def leftovers() -> dict[str, list[str]]:
     """What a finished run must not leave: server leases, agent-job holds, halted servers."""
     return {
@@ -98,6 +108,7 @@ OPS = {
     "tick": tick,
     "store": store,
     "leftovers": leftovers,
+    "snapshot": snapshot,
 }
 
 

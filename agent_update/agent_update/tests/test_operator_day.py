@@ -7,6 +7,7 @@ Judged on what the hosts run and what is stored, not only on a status.
 from __future__ import annotations
 
 import time
+from unittest import mock
 
 import frappe
 from frappe.utils import add_to_date, now_datetime
@@ -44,6 +45,21 @@ class TestOperatorDay(FleetCase):
         api.build_plan(doc.name, now=True)
         self.assertEqual(self.load(doc.name).status, "Pending")
         return doc.name
+
+    def test_a_start_whose_job_the_queue_lost_is_done_by_the_next_tick(self) -> None:
+        """Redis restarted between the click and a worker taking the job: the tick starts
+        it (the click is kept as the scheduled start), and the servers run the commit."""
+        name = self.planned()
+        with mock.patch("frappe.enqueue", return_value=None):  # the job, lost
+            api.start(name)
+        frappe.db.commit()
+        doc = self.load(name)
+        self.assertEqual(doc.status, "Pending")
+        self.assertIsNotNone(doc.scheduled_start)
+        api.tick(now=True)
+        self.assertEqual(self.load(name).status, "Success")
+        for server in self.servers:
+            self.assertEqual(self.running(server), self.fleet.commits.good)
 
     def test_start_by_one_manager_waits_for_approval_by_another(self) -> None:
         alice, bob = user("alice.day@example.com"), user("bob.day@example.com")

@@ -14,6 +14,7 @@ import shutil
 import sys
 from pathlib import Path
 
+from agent_update.testing.desk_site import cached_bench
 from agent_update.testing.soak.driver import Shape
 from agent_update.testing.soak.session import Options, run
 
@@ -31,6 +32,15 @@ def parse(argv: list[str] | None) -> Options:
     )
     parser.add_argument("--root", type=Path, default=None, help="where fleet and logs go")
     parser.add_argument("--keep", action="store_true", help="keep the logs even when all held")
+    parser.add_argument(
+        "--desk",
+        nargs="?",
+        const="cached",
+        default=None,
+        metavar="BENCH",
+        help="the desk's door too, on a built bench (default: the one `make test` cached)",
+    )
+    parser.add_argument("--desk-workers", type=int, default=5, help="the desk's RQ workers")
     args = parser.parse_args(argv)
     if args.minutes <= 0:
         parser.error("--minutes must be more than 0")
@@ -38,6 +48,15 @@ def parse(argv: list[str] | None) -> Options:
         parser.error("--hosts must be within 2 … 253")
     if args.concurrent < 1 or args.fault_every <= 0:
         parser.error("--concurrent must be at least 1 and --fault-every more than 0")
+    desk = None
+    if args.desk is not None:
+        desk = cached_bench() if args.desk == "cached" else Path(args.desk)
+        if desk is None:
+            parser.error("--desk: no cached bench; run `make test` once, or name one")
+        if not (desk / "env" / "bin" / "python").exists():
+            parser.error(f"--desk: {desk} is not a built bench (no env/bin/python)")
+    if args.desk_workers < 2:
+        parser.error("--desk-workers must be at least 2")
     seed = args.seed if args.seed is not None else random.SystemRandom().randrange(1, 10**6)
     high = max(4, min(12, args.hosts // 3))
     shape = Shape(hosts=(min(4, args.hosts), high), concurrent=args.concurrent)
@@ -49,6 +68,8 @@ def parse(argv: list[str] | None) -> Options:
         shape=shape,
         root=args.root,
         keep=args.keep,
+        desk_bench=desk,
+        desk_workers=args.desk_workers,
     )
 
 

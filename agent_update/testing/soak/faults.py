@@ -51,6 +51,10 @@ class FaultKind(str, Enum):
     ABORT = "button:abort"
     ABORT_ROLLBACK = "button:abort-rollback"
     FORCE_CONTINUE = "button:force-continue"
+    # done to the desk (--desk): its site's services and workers
+    WORKER_KILL = "desk:worker-kill-9"  # the worker running a job, and the job's process
+    REDIS_RESTART = "desk:redis-restart"  # the jobs queued in it are lost
+    MARIADB_RESTART = "desk:mariadb-restart"
 
 
 #: commit kind (a marker of upstream.VARIANTS, or "good") → the fault it counts as
@@ -82,6 +86,13 @@ WEIGHTS = {
     FaultKind.ABORT_ROLLBACK: 1,
     FaultKind.FORCE_CONTINUE: 2,
 }
+#: drawn only with the desk's door open (so a seed without it replays as before)
+DESK_WEIGHTS = {
+    FaultKind.WORKER_KILL: 3,
+    FaultKind.REDIS_RESTART: 1,
+    FaultKind.MARIADB_RESTART: 1,
+}
+DESK_FAULTS = tuple(DESK_WEIGHTS)
 PROGRAMS = ("agent:web", "agent:worker-0", "agent:redis")
 
 
@@ -113,9 +124,10 @@ class Scheduler:
     def pause_before_next(self, mean: float) -> float:
         return self.rng.expovariate(1.0 / mean)
 
-    def kind(self) -> FaultKind:
-        kinds = list(WEIGHTS)
-        return self.rng.choices(kinds, weights=[WEIGHTS[k] for k in kinds])[0]
+    def kind(self, desk: bool = False) -> FaultKind:
+        weights = {**WEIGHTS, **DESK_WEIGHTS} if desk else WEIGHTS
+        kinds = list(weights)
+        return self.rng.choices(kinds, weights=[weights[k] for k in kinds])[0]
 
     def host(self, hosts: list[str], busy: list[str]) -> str:
         """Mostly a host a rollout is working on right now: faults mid-command matter most."""

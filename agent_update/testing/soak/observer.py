@@ -81,6 +81,7 @@ class Observer(threading.Thread):
         lease_ttl: float,
         deadline_grace: float,
         interval: float = 1.0,
+        more: Callable[[], tuple[dict[str, Update], dict[str, list[Row]]]] | None = None,
     ) -> None:
         super().__init__(name="soak-observer", daemon=True)
         self.fleet = fleet
@@ -96,6 +97,7 @@ class Observer(threading.Thread):
         self.lease_grace = 3 * lease_ttl
         self.deadline_grace = deadline_grace
         self.interval = interval
+        self.more = more  # rollouts of another store (the desk's), read after this one
         self.agent_dirs = {host.name: host.agent_dir for host in fleet.hosts}
         self.stopping = threading.Event()
         self.failed = threading.Event()
@@ -127,7 +129,7 @@ class Observer(threading.Thread):
 
     # ------------------------------------------------------------------ a pass
     def snapshot(self) -> tuple[dict[str, Update], dict[str, list[Row]]]:
-        """Every rollout and its rows as of one instant (one read transaction)."""
+        """Every rollout and its rows as of one instant (one read transaction per store)."""
         updates, rows = {}, {}
         store = self.store
         with store._lock:
@@ -138,6 +140,10 @@ class Observer(threading.Thread):
                     rows[name] = store.get_rows(name)
             finally:
                 store._conn.execute("COMMIT")
+        if self.more is not None:
+            more_updates, more_rows = self.more()
+            updates.update(more_updates)
+            rows.update(more_rows)
         return updates, rows
 
     def observe(self, final: bool) -> list[inv.Violation]:

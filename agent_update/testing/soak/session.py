@@ -20,8 +20,16 @@ from pathlib import Path
 from agent_update.testing.fleet import Fleet
 from agent_update.testing.harness import fleet_settings
 from agent_update.testing.model import FleetError
-from agent_update.testing.soak.driver import Driver, Shape
-from agent_update.testing.soak.faults import HOST_FAULTS, Fault, FaultKind, Injector, Scheduler
+from agent_update.testing.soak.desk_door import DeskDoor
+from agent_update.testing.soak.driver import Driver, Rollout, Shape
+from agent_update.testing.soak.faults import (
+    DESK_FAULTS,
+    HOST_FAULTS,
+    Fault,
+    FaultKind,
+    Injector,
+    Scheduler,
+)
 from agent_update.testing.soak.invariants import Violation
 from agent_update.testing.soak.observer import Observer
 
@@ -41,6 +49,10 @@ class Options:
     shape: Shape = field(default_factory=Shape)
     root: Path | None = None  # default: a fresh temporary directory
     keep: bool = False  # keep the fleet's and runners' logs when all went well
+    desk_bench: Path | None = None  # the desk's door too: a built bench (desk_door.py)
+    desk_hosts: float = 0.25  # the part of the fleet the desk's rollouts get
+    desk_concurrent: int = 2  # desk rollouts unfinished at once
+    desk_workers: int = 5  # RQ workers (lanes of every desk rollout + 1)
 
 
 @dataclass
@@ -86,16 +98,55 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
         fleet, root, lease_ttl=LEASE_TTL, connect_timeout=5.0, probe_timeout=3.0
     )
     driver = Driver(fleet, root / "engine", scheduler, settings, options.shape)
+    door = _open_desk(options, fleet, driver, scheduler, root) if options.desk_bench else None
+    try:
+        return _loop(options, fleet, injector, root, scheduler, driver, door)
+    finally:
+        if door is not None:
+            door.stop()
+
+
+def _open_desk(
+    options: Options, fleet: Fleet, driver: Driver, scheduler: Scheduler, root: Path
+) -> DeskDoor:
+    """The desk gets the fleet's last hosts; the CLI's rollouts draw from the others."""
+    count = max(2, round(len(driver.hosts) * options.desk_hosts))
+    mine = driver.hosts[-count:]
+    driver.hosts = driver.hosts[:-count]
+    began = time.monotonic()
+    shape = Shape(hosts=(min(2, count), min(6, count)), concurrent=options.desk_concurrent)
+    door = DeskDoor(
+        fleet, mine, root / "desk", scheduler, Path(options.desk_bench or ""), shape,
+        lease_ttl=LEASE_TTL, workers=options.desk_workers,
+    )  # fmt: skip
+    say(
+        f"soak: desk site up in {time.monotonic() - began:.0f}s ({len(mine)} hosts, "
+        f"{options.desk_workers} workers, mariadb port {door.site.db.port}, "
+        f"redis port {door.site.redis.port})"
+    )
+    return door
+
+
+def _loop(
+    options: Options,
+    fleet: Fleet,
+    injector: Injector,
+    root: Path,
+    scheduler: Scheduler,
+    driver: Driver,
+    door: DeskDoor | None,
+) -> Result:
     observer = Observer(
         fleet,
         driver.db,
         driver.names,
-        driver.spans,
-        driver.paused_by_operator,
+        lambda: driver.spans() + (door.spans() if door else []),
+        lambda name: driver.paused_by_operator(name) or bool(door and door.paused(name)),
         lambda: _fault_windows(faults),
-        driver.self_crashing,
+        lambda: driver.self_crashing() | (door.self_crashing() if door else set()),
         lease_ttl=LEASE_TTL,
         deadline_grace=DEADLINE_GRACE,
+        more=door.snapshot if door else None,
     )
     faults: list[Fault] = []
     heals: list[tuple[float, Fault]] = []
@@ -104,6 +155,7 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
     next_fault = t0 + scheduler.pause_before_next(options.fault_every)
     observer.start()
     try:
+        desk_step = 0.0
         while time.time() < end and not observer.failed.is_set():
             now = time.time()
             driver.step(now)
@@ -111,12 +163,19 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
                 rollout, bad = driver.create(now)
                 if bad is not None:
                     faults.append(Fault(bad, rollout.name, now, detail=rollout.commit[:12]))
+            if door is not None and now - desk_step >= 1.0:
+                desk_step = now
+                door.step(now)
+                if len(door.unfinished()) < options.desk_concurrent:
+                    rollout, bad = door.create(now)
+                    if bad is not None:
+                        faults.append(Fault(bad, rollout.name, now, detail=rollout.commit[:12]))
             for due, fault in [h for h in heals if h[0] <= now]:
                 heals.remove((due, fault))
                 injector.heal(fault.kind, fault.target, fault.detail)
                 fault.until = time.time()
             if now >= next_fault:
-                fault = _inject(scheduler, injector, driver, fleet, observer.busy)
+                fault = _inject(scheduler, injector, driver, fleet, observer.busy, door)
                 if fault is not None:
                     faults.append(fault)
                     if fault.kind in (
@@ -132,17 +191,24 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
             injector.heal(fault.kind, fault.target, fault.detail)
             fault.until = time.time()
         injector.heal_all()
-        _wind_down(driver, observer)
+        _wind_down(driver, observer, door)
     finally:
         observer.stop()
         driver.kill_all()
     if not observer.failed.is_set():
         _settle_hosts(fleet)
         observer.observe(final=True)
+        if door is not None:
+            left = door.leftovers()
+            if left:
+                observer.record([Violation("leftovers", "", "", f"the desk left {left}")])
     violations = list(observer.violations)
     rows = sum(len(driver.service.store.get_rows(r.name)) for r in driver.rollouts.values())
     rollouts = sum(not r.dropped for r in driver.rollouts.values())
-    report = _report(options, driver, observer, faults, violations, t0)
+    if door is not None:
+        rows += sum(len(r) for r in door.snapshot()[1].values())
+        rollouts += sum(not r.dropped for r in door.rollouts.values())
+    report = _report(options, driver, observer, faults, violations, t0, door)
     return Result(faults, rollouts, rows, violations, options.seed, report, root)
 
 
@@ -158,10 +224,26 @@ def _fault_windows(faults: list[Fault]) -> list[tuple[str, tuple[float, float]]]
 
 
 def _inject(
-    scheduler: Scheduler, injector: Injector, driver: Driver, fleet: Fleet, busy: list[str]
+    scheduler: Scheduler,
+    injector: Injector,
+    driver: Driver,
+    fleet: Fleet,
+    busy: list[str],
+    door: DeskDoor | None,
 ) -> Fault | None:
-    kind = scheduler.kind()
+    kind = scheduler.kind(desk=door is not None)
     now = time.time()
+    if door is not None:
+        if kind in DESK_FAULTS:
+            if kind is FaultKind.WORKER_KILL:
+                target = door.kill_worker()
+            else:
+                target = door.restart("redis" if kind is FaultKind.REDIS_RESTART else "mariadb")
+            return Fault(kind, target, now, until=time.time()) if target else None
+        button = kind is not FaultKind.RUNNER_KILL and kind not in HOST_FAULTS
+        if button and scheduler.rng.random() < 0.4:  # pressed on the desk
+            target = door.press(kind)
+            return Fault(kind, target, now, until=now) if target else None
     if kind in HOST_FAULTS:
         host = scheduler.host([h.name for h in fleet.hosts], busy)
         try:
@@ -174,22 +256,31 @@ def _inject(
     return Fault(kind, target, now, until=now) if target else None
 
 
-def _wind_down(driver: Driver, observer: Observer) -> None:
+def _wind_down(driver: Driver, observer: Observer, door: DeskDoor | None) -> None:
     """Until every rollout has ended (or the observer objects), bounded by the deadlines."""
-    deadlines = [r.deadline for r in driver.rollouts.values()] or [time.time()]
+    rollouts = list(driver.rollouts.values()) + (list(door.rollouts.values()) if door else [])
+    deadlines = [r.deadline for r in rollouts] or [time.time()]
     limit = max(max(deadlines), time.time()) + DEADLINE_GRACE + 30
     last_resume = 0.0
+
+    def unfinished() -> list[Rollout]:
+        return driver.unfinished() + (door.unfinished() if door else [])
+
     while time.time() < limit and not observer.failed.is_set():
         driver.step(time.time())
+        if door is not None:
+            door.step(time.time())
         plans = [p for p in driver.procs if p.alive and p.kind == "plan"]
-        if not driver.unfinished() and not plans:
+        if not unfinished() and not plans:
             return
         if time.time() - last_resume > 10:
             driver.wind_down()
+            if door is not None:
+                door.wind_down()
             last_resume = time.time()
         time.sleep(0.5)
     if not observer.failed.is_set():
-        left = ", ".join(f"{r.name} {r.status.value}" for r in driver.unfinished())
+        left = ", ".join(f"{r.name} {r.status.value}" for r in unfinished())
         observer.record([Violation("settled", "", "", f"not ended after the wind-down: {left}")])
 
 
@@ -212,6 +303,7 @@ def _report(
     faults: list[Fault],
     violations: list[Violation],
     t0: float,
+    door: DeskDoor | None = None,
 ) -> str:
     lines = ["faults injected by kind:"]
     for kind, count in sorted(Counter(f.kind.value for f in faults).items()):
@@ -219,6 +311,10 @@ def _report(
     lines.append("rollouts by final status:")
     for status, count in sorted(Counter(r.status.value for r in driver.rollouts.values()).items()):
         lines.append(f"  {status:<24} {count}")
+    if door is not None:
+        lines.append(f"desk rollouts by final status ({door.calls} calls into the site):")
+        finals = Counter(r.status.value for r in door.rollouts.values() if not r.dropped)
+        lines += [f"  {status:<24} {count}" for status, count in sorted(finals.items())]
     lines.append("runner processes by exit:")
     for what, count in sorted(driver.exits.items()):
         lines.append(f"  {what:<24} {count}")

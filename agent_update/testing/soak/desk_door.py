@@ -1,0 +1,248 @@
+"""Rollouts through the desk's door: a Frappe site of the soak's own, its RQ workers.
+
+The soak's second front door (``--desk``). A site on a private MariaDB and
+Redis (testing/desk_site.py) gets a part of the fleet as Agent Servers of
+its own; its rollouts are created, planned, started and their buttons
+pressed through ``desk_rpc``, as the desk's buttons do (jobs for the
+workers), and the watchdog tick runs every ``TICK_EVERY`` seconds as the
+scheduler would. Its faults: the worker running a job killed with its work
+horse (SIGKILL; a new worker replaces it), the site's Redis restarted (its
+queued jobs are lost), its MariaDB restarted. The desk's hosts are its own
+(two stores know nothing of each other's leases), so the CLI's rollouts
+never draw them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from agent_update.rollout.model import Row, Update, UpdateStatus
+from agent_update.testing import desk_check
+from agent_update.testing.desk_site import DeskClient, DeskSite, DeskSiteError
+from agent_update.testing.soak.driver import Rollout, Shape
+from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
+from agent_update.testing.soak.invariants import Span
+from agent_update.testing.upstream import VARIANTS
+
+if TYPE_CHECKING:
+    from agent_update.testing.fleet import Fleet
+
+log = logging.getLogger(__name__)
+PREFIX = "desk:"  # the desk's rollouts in the soak's tables (the CLI's store names its own)
+TICK_EVERY = 5.0
+CALL_RETRY = 90.0  # seconds a call is retried while the site's database or queue comes back
+
+
+class DeskDoor:
+    def __init__(
+        self,
+        fleet: Fleet,
+        hosts: list[str],
+        root: Path,
+        scheduler: Scheduler,
+        bench: Path,
+        shape: Shape,
+        *,
+        lease_ttl: float,
+        workers: int,
+    ) -> None:
+        self.fleet, self.hosts, self.scheduler, self.shape = fleet, hosts, scheduler, shape
+        self.rollouts: dict[str, Rollout] = {}  # by the soak's name: desk:<name>
+        self.started: set[str] = set()
+        self.began = time.time()
+        self.last_tick = 0.0
+        self.calls = 0
+        self.site = DeskSite(bench, root)
+        self.clients: list[DeskClient] = []
+        try:
+            self.site.create()
+            self.site.start_workers(workers)
+            self.client = self._client()  # the soak's loop
+            self.eyes = self._client()  # the observer's thread
+            settings = {**desk_check.settings_of(fleet), "lease_ttl": lease_ttl}
+            chosen = [s for s in desk_check.servers_of(fleet) if s["server_name"] in set(hosts)]
+            self.call("register", settings={**settings, "poll_interval": 0.5}, servers=chosen)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _client(self) -> DeskClient:
+        client = DeskClient(self.site)
+        self.clients.append(client)
+        return client
+
+    # ------------------------------------------------------------------ calls
+    def call(self, op: str, *args: Any, client: DeskClient | None = None, **kwargs: Any) -> Any:
+        """A desk call, retried while the site's MariaDB or Redis restarts."""
+        deadline = time.monotonic() + CALL_RETRY
+        while True:
+            try:
+                self.calls += 1
+                return (client or self.client).call(op, *args, **kwargs)
+            except DeskSiteError as exc:
+                if time.monotonic() > deadline or "ended" in str(exc):
+                    raise
+                log.info("desk call %s retried: %s", op, exc)
+                time.sleep(1)
+
+    @staticmethod
+    def own(name: str) -> str:
+        return name[len(PREFIX) :]
+
+    # --------------------------------------------------------------- rollouts
+    def create(self, now: float) -> tuple[Rollout, FaultKind | None]:
+        rng = self.scheduler.rng
+        kind = self.scheduler.commit_kind()
+        marker = f"soak-desk-{len(self.rollouts) + 1}-{kind}"
+        commit = self.fleet.add_commit(marker, **VARIANTS.get(kind, {}))
+        low, high = self.shape.hosts
+        size = rng.randint(min(low, len(self.hosts)), min(high, len(self.hosts)))
+        hosts = sorted(rng.sample(self.hosts, size), key=self.hosts.index)
+        deadline = now + rng.uniform(*self.shape.deadline)
+        name = self.call(
+            "create",
+            servers=hosts,
+            deadline_at=deadline,
+            commit_hash=commit,
+            lanes=rng.randint(1, 2),
+            agent_startup_timeout_minutes=0.25,
+            command_timeout_minutes=1,
+            failed_command_grace=4,
+            min_healthy_time=1,
+        )
+        rollout = Rollout(PREFIX + name, kind, commit, hosts, deadline)
+        self.rollouts[rollout.name] = rollout
+        rollout.plan_tries = 1
+        self.call("act", "build_plan", name)
+        return rollout, COMMIT_FAULTS.get(kind)
+
+    def names(self) -> list[str]:
+        return list(self.rollouts)
+
+    def paused(self, name: str) -> bool:
+        """Paused by an operator's button (not by the engine itself)."""
+        rollout = self.rollouts.get(name)
+        return bool(rollout and rollout.operator_paused)
+
+    def self_crashing(self) -> set[str]:
+        kinds = ("crash", "crashloop", "unhealthy")
+        return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
+
+    def unfinished(self) -> list[Rollout]:
+        return [r for r in self.rollouts.values() if not r.dropped and not r.status.is_final]
+
+    def step(self, now: float) -> None:
+        """Read each rollout's status; Start one once planned (again if the plan stuck);
+        the watchdog tick every TICK_EVERY seconds."""
+        for rollout in self.unfinished():
+            rollout.status = self.call("store", "get_update", self.own(rollout.name)).status
+            if rollout.status is not UpdateStatus.PAUSED:
+                rollout.operator_paused = False
+            if rollout.status is UpdateStatus.PENDING and rollout.name not in self.started:
+                rollout.planned = True
+                self.started.add(rollout.name)
+                self.call("act", "start", self.own(rollout.name))
+            elif rollout.status is UpdateStatus.DRAFT and not rollout.planned:
+                self._replan(rollout, now)
+        if now - self.last_tick >= TICK_EVERY:
+            self.last_tick = now
+            self.call("tick")
+
+    def _replan(self, rollout: Rollout, now: float) -> None:
+        """A plan stuck on a host down (a fault) is tried again later, three times at most."""
+        if rollout.next_plan_at is None:
+            rollout.next_plan_at = now + self.scheduler.rng.uniform(5.0, 15.0)
+        elif now >= rollout.next_plan_at:
+            rollout.next_plan_at = None
+            if rollout.plan_tries >= 3:
+                rollout.dropped = True  # left Draft: not a rollout
+                return
+            rollout.plan_tries += 1
+            with contextlib.suppress(DeskSiteError):  # still planning: asked again later
+                self.call("act", "build_plan", self.own(rollout.name))
+
+    def press(self, kind: FaultKind) -> str:
+        """A button on a desk rollout where it makes sense; "" when none does."""
+        wanted = {
+            FaultKind.PAUSE: (UpdateStatus.RUNNING,),
+            FaultKind.RESUME: (UpdateStatus.PAUSED,),
+            FaultKind.ABORT: (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED),
+            FaultKind.ABORT_ROLLBACK: (UpdateStatus.RUNNING, UpdateStatus.PAUSED),
+            FaultKind.FORCE_CONTINUE: (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS),
+        }[kind]
+        choices = [r for r in self.rollouts.values() if r.planned and r.status in wanted]
+        if not choices:
+            return ""
+        rollout = self.scheduler.rng.choice(choices)
+        name = self.own(rollout.name)
+        try:
+            if kind is FaultKind.PAUSE:
+                self.call("act", "pause", name)
+                rollout.operator_paused = True
+            elif kind is FaultKind.RESUME:
+                self.call("act", "resume", name)
+            elif kind is FaultKind.FORCE_CONTINUE:
+                self.call("act", "force_continue", name)
+            else:
+                rollback = kind is FaultKind.ABORT_ROLLBACK
+                self.call("act", "abort", name, rollback=rollback, reason="soak: an operator")
+        except DeskSiteError as exc:  # refused in the state it has by now: as the desk says
+            return f"{rollout.name} ({rollout.status.value}; refused: {str(exc)[-120:]})"
+        return f"{rollout.name} ({rollout.status.value})"
+
+    def wind_down(self) -> None:
+        for rollout in self.unfinished():
+            if rollout.status is UpdateStatus.PAUSED:
+                with contextlib.suppress(DeskSiteError):
+                    self.call("act", "resume", self.own(rollout.name))
+
+    # ----------------------------------------------------------------- faults
+    def kill_worker(self) -> str:
+        """The worker running a job (or any, when none runs one) and its horse: SIGKILL."""
+        children: dict[int, int | None] = {}
+        for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
+            children[pid] = desk_check.parent_of(pid)
+        live = self.site.live_workers()
+        if not live:
+            return ""
+        busy = [(w, p) for w in live for p, parent in children.items() if parent == w.pid]
+        worker, horse = busy[0] if busy else (self.scheduler.rng.choice(live), None)
+        for pid in filter(None, (horse, worker.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        worker.wait(10)
+        self.site.workers.remove(worker)
+        self.site.start_workers(1)
+        return f"worker pid {worker.pid}" + (f", job pid {horse}" if horse else " (idle)")
+
+    def restart(self, service: str) -> str:
+        target = self.site.redis if service == "redis" else self.site.db
+        target.restart()
+        return f"{service} port {target.port}"
+
+    # ---------------------------------------------------------------- reading
+    def snapshot(self) -> tuple[dict[str, Update], dict[str, list[Row]]]:
+        """For the observer (its own client): every desk rollout and its rows."""
+        names = [self.own(n) for n in list(self.rollouts)]
+        found = self.call("snapshot", names, client=self.eyes) if names else {}
+        updates = {PREFIX + n: u for n, (u, _) in found.items()}
+        rows = {PREFIX + n: r for n, (_, r) in found.items()}
+        return updates, rows
+
+    def spans(self) -> list[Span]:
+        """The watchdog is the desk's runner of every rollout, all along."""
+        return [Span(name, self.began, None) for name in self.rollouts]
+
+    def leftovers(self) -> dict[str, list[str]]:
+        return {k: v for k, v in self.call("leftovers", client=self.eyes).items() if v}
+
+    def stop(self) -> None:
+        for client in self.clients:
+            client.close()
+        self.site.stop()
