@@ -13,7 +13,7 @@ from random import Random
 from agent_update.remote import guard
 from agent_update.rollout.model import Row, RowStatus, Step, Update, UpdateStatus
 from agent_update.testing.soak import invariants as inv
-from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
+from agent_update.testing.soak.faults import COMMIT_FAULTS, DESK_FAULTS, FaultKind, Scheduler
 from agent_update.testing.soak.observer import CHECKOUT, scan_commands
 
 A, B, C = "a" * 40, "b" * 40, "c" * 40
@@ -184,6 +184,16 @@ def test_the_scheduler_replays_the_same_draws_from_the_same_seed():
     assert draws(7) != draws(8)
     kinds = {kind for kind, _, _ in draws(7) + draws(8) + draws(9)}
     assert FaultKind.RUNNER_KILL in kinds and FaultKind.SSHD_FREEZE in kinds
+
+
+def test_the_desks_faults_are_drawn_only_with_its_door_open():
+    """A seed run without --desk draws exactly what it drew before the desk's faults."""
+    plain = Scheduler(11)
+    without = [plain.kind() for _ in range(300)]
+    assert not set(without) & set(DESK_FAULTS)
+    desk = Scheduler(11)
+    drawn = {desk.kind(desk=True) for _ in range(300)}
+    assert set(DESK_FAULTS) <= drawn
 
 
 def test_every_bad_commit_kind_is_drawn():
