@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from agent_update.rollout.model import Row, Update, UpdateStatus
 from agent_update.testing import desk_check
 from agent_update.testing.desk_site import DeskClient, DeskSite, DeskSiteError
-from agent_update.testing.soak.driver import Rollout, Shape
+from agent_update.testing.soak.driver import BUTTON_STATES, Rollout, Shape
 from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
 from agent_update.testing.soak.invariants import Span
 from agent_update.testing.upstream import VARIANTS
@@ -169,13 +169,7 @@ class DeskDoor:
 
     def press(self, kind: FaultKind) -> str:
         """A button on a desk rollout where it makes sense; "" when none does."""
-        wanted = {
-            FaultKind.PAUSE: (UpdateStatus.RUNNING,),
-            FaultKind.RESUME: (UpdateStatus.PAUSED,),
-            FaultKind.ABORT: (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED),
-            FaultKind.ABORT_ROLLBACK: (UpdateStatus.RUNNING, UpdateStatus.PAUSED),
-            FaultKind.FORCE_CONTINUE: (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS),
-        }[kind]
+        wanted = BUTTON_STATES[kind]
         choices = [r for r in self.rollouts.values() if r.planned and r.status in wanted]
         if not choices:
             return ""

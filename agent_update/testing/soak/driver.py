@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 RUNNERS = ("run", "tick", "resume", "abort", "force-continue")  # stay until the rollout settles
 TICK_PASS = 10.0  # seconds a starting tick may take to look at every rollout
 PLAN_TRIES = 3
+#: a button, and the statuses of a rollout where pressing it makes sense
+BUTTON_STATES = {
+    FaultKind.PAUSE: (UpdateStatus.RUNNING,),
+    FaultKind.RESUME: (UpdateStatus.PAUSED,),
+    FaultKind.ABORT: (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED),
+    FaultKind.ABORT_ROLLBACK: (UpdateStatus.RUNNING, UpdateStatus.PAUSED),
+    FaultKind.FORCE_CONTINUE: (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS),
+}
 
 
 @dataclass
@@ -275,13 +283,7 @@ class Driver:
     # --------------------------------------------------------------- buttons
     def press(self, kind: FaultKind) -> str:
         """Press a button on a rollout where it makes sense; "" when none does."""
-        wanted = {
-            FaultKind.PAUSE: (UpdateStatus.RUNNING,),
-            FaultKind.RESUME: (UpdateStatus.PAUSED,),
-            FaultKind.ABORT: (UpdateStatus.PENDING, UpdateStatus.RUNNING, UpdateStatus.PAUSED),
-            FaultKind.ABORT_ROLLBACK: (UpdateStatus.RUNNING, UpdateStatus.PAUSED),
-            FaultKind.FORCE_CONTINUE: (UpdateStatus.FAILURE, UpdateStatus.PARTIAL_SUCCESS),
-        }[kind]
+        wanted = BUTTON_STATES[kind]
         choices = [r for r in self.rollouts.values() if r.planned and r.status in wanted]
         if not choices:
             return ""
