@@ -137,6 +137,15 @@ def test_a_rollout_still_running_past_its_deadline_and_grace_is_caught():
     )
 
 
+def test_an_operator_setting_it_going_after_the_deadline_gives_it_grace_from_then():
+    """Paused past its deadline, then aborted with rollback: the rollbacks run (seed 14295)."""
+    late = update(deadline_at=NOW - 2000)
+    assert inv.settled(late, [], NOW, grace=50, paused_by_operator=False) is not None
+    assert inv.settled(late, [], NOW, 50, False, acted_at=NOW - 20) is None
+    found = inv.settled(late, [], NOW, 50, False, acted_at=NOW - 60)
+    assert found is not None and "2000s past its deadline" in found.detail
+
+
 def test_paused_past_the_deadline_needs_a_reason():
     paused = update(deadline_at=NOW - 100, status=UpdateStatus.PAUSED)
     assert inv.settled(paused, [], NOW, grace=50, paused_by_operator=False) is not None

@@ -125,6 +125,10 @@ class DeskDoor:
     def names(self) -> list[str]:
         return list(self.rollouts)
 
+    def acted_at(self, name: str) -> float | None:
+        rollout = self.rollouts.get(name)
+        return rollout.acted_at if rollout else None
+
     def paused(self, name: str) -> bool:
         """Paused by an operator's button (not by the engine itself)."""
         rollout = self.rollouts.get(name)
@@ -175,6 +179,8 @@ class DeskDoor:
             return ""
         rollout = self.scheduler.rng.choice(choices)
         name = self.own(rollout.name)
+        if kind is not FaultKind.PAUSE:  # it may run again, past its deadline too
+            rollout.acted_at = time.time()
         try:
             if kind is FaultKind.PAUSE:
                 self.call("act", "pause", name)

@@ -76,6 +76,7 @@ class Rollout:
     planned: bool = False
     dropped: bool = False  # never planned: not a rollout
     operator_paused: bool = False
+    acted_at: float | None = None  # an operator's last Resume / Abort / Force Continue
     next_runner_at: float | None = None
     next_plan_at: float | None = None
     status: UpdateStatus = UpdateStatus.DRAFT
@@ -244,6 +245,10 @@ class Driver:
         kinds = ("crash", "crashloop", "unhealthy")
         return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
 
+    def acted_at(self, name: str) -> float | None:
+        rollout = self.rollouts.get(name)
+        return rollout.acted_at if rollout else None
+
     def paused_by_operator(self, name: str) -> bool:
         rollout = self.rollouts.get(name)
         return bool(rollout and rollout.operator_paused)
@@ -288,6 +293,8 @@ class Driver:
         if not choices:
             return ""
         rollout = self.rng.choice(choices)
+        if kind is not FaultKind.PAUSE:  # it may run again, past its deadline too
+            rollout.acted_at = time.time()
         if kind is FaultKind.PAUSE:
             self.spawn("pause", rollout.name)
         elif kind is FaultKind.RESUME:

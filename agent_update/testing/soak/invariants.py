@@ -183,9 +183,20 @@ def stale_leases(
 
 
 # ----------------------------------------------------------------- rollouts
-def settled(update: Update, rows: list[Row], now: float, grace: float, paused_by_operator: bool):
+def settled(
+    update: Update,
+    rows: list[Row],
+    now: float,
+    grace: float,
+    paused_by_operator: bool,
+    acted_at: float | None = None,
+):
     """Past its deadline (and ``grace`` for rows in flight), a rollout is final or paused
-    with a reason; a final one gives a reason for every row that did not succeed."""
+    with a reason; a final one gives a reason for every row that did not succeed.
+
+    An operator who sets it going again after the deadline (Resume, Abort with
+    rollback, at ``acted_at``) gives it ``grace`` from then: what they asked runs.
+    """
     if update.status in (UpdateStatus.DRAFT, UpdateStatus.PLANNING):
         return None
     why = ""
@@ -204,7 +215,7 @@ def settled(update: Update, rows: list[Row], now: float, grace: float, paused_by
             update.halt_reason or any(r.reason for r in rows)
         ):
             why = f"{update.status.value} without any reason"
-    elif update.deadline_at is not None and now > update.deadline_at + grace:
+    elif update.deadline_at is not None and now > max(update.deadline_at, acted_at or 0) + grace:
         paused = update.status is UpdateStatus.PAUSED
         if not paused:
             why = f"still {update.status.value} {now - update.deadline_at:.0f}s past its deadline"

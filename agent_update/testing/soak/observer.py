@@ -82,6 +82,7 @@ class Observer(threading.Thread):
         deadline_grace: float,
         interval: float = 1.0,
         more: Callable[[], tuple[dict[str, Update], dict[str, list[Row]]]] | None = None,
+        acted_at: Callable[[str], float | None] = lambda name: None,
     ) -> None:
         super().__init__(name="soak-observer", daemon=True)
         self.fleet = fleet
@@ -97,6 +98,7 @@ class Observer(threading.Thread):
         self.lease_grace = 3 * lease_ttl
         self.deadline_grace = deadline_grace
         self.interval = interval
+        self.acted_at = acted_at  # when an operator last set a rollout going again
         self.more = more  # rollouts of another store (the desk's), read after this one
         self.agent_dirs = {host.name: host.agent_dir for host in fleet.hosts}
         self.stopping = threading.Event()
@@ -180,7 +182,7 @@ class Observer(threading.Thread):
                     busy.add(row.server)
             grace = 0.0 if final else self.deadline_grace
             paused = self.paused_by_operator(name)
-            settled = inv.settled(update, rows[name], now, grace, paused)
+            settled = inv.settled(update, rows[name], now, grace, paused, self.acted_at(name))
             if settled is not None:
                 found.append(settled)
             found += inv.untouched(update, rows[name], mine, self.seen)

@@ -147,6 +147,7 @@ def _loop(
         lease_ttl=LEASE_TTL,
         deadline_grace=DEADLINE_GRACE,
         more=door.snapshot if door else None,
+        acted_at=lambda name: driver.acted_at(name) or (door.acted_at(name) if door else None),
     )
     faults: list[Fault] = []
     heals: list[tuple[float, Fault]] = []
