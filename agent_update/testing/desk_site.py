@@ -51,6 +51,7 @@ class DeskSite:
     db: PrivateMariaDB = field(init=False)
     redis: PrivateRedis = field(init=False)
     workers: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    started: int = 0  # workers started so far (each logs to worker-N.log)
 
     def __post_init__(self) -> None:
         self.bench = Path(self.bench).resolve()
@@ -125,7 +126,8 @@ class DeskSite:
     def start_workers(self, count: int) -> list[subprocess.Popen[bytes]]:
         """``count`` more RQ workers on the app's queue, each in its own process group."""
         for _ in range(count):
-            out = open(self.root / "logs" / f"worker-{len(self.workers) + 1}.log", "ab")  # noqa: SIM115
+            self.started += 1  # a killed worker's log stays its own
+            out = open(self.root / "logs" / f"worker-{self.started}.log", "ab")  # noqa: SIM115
             with out:
                 self.workers.append(
                     subprocess.Popen(

@@ -308,7 +308,9 @@ class Observer(threading.Thread):
         return touch is None or (touch[0].name, touch[1].idx) != (update.name, row.idx)
 
     def record(self, found: Iterable[inv.Violation]) -> None:
-        fresh = [v for v in found if v not in self.violations]
+        """Each violation once: a pass after the first sees it again with other seconds."""
+        known = {(v.invariant, v.host, v.update) for v in self.violations}
+        fresh = [v for v in found if (v.invariant, v.host, v.update) not in known]
         if fresh:
             self.violations.extend(fresh)
             self.failed.set()
