@@ -75,13 +75,21 @@ def _load(name: str) -> tuple[Update, list[Row]]:
 
 
 def _act(
-    name: str, action: str, now: bool, applies: Callable[[Update, list[Row]], object], **kwargs: Any
+    name: str,
+    action: str,
+    now: bool,
+    applies: Callable[[Update, list[Row]], object],
+    kept: Callable[[Update], None] | None = None,
+    **kwargs: Any,
 ) -> dict[str, Any]:
-    """Permission, then the engine's refusal at once (not later in a job), then the job."""
+    """Permission, then the engine's refusal at once (not later in a job), then what
+    the request itself ``kept`` (a queue may lose the job), then the job."""
     _check(name)
     update, rows = _load(name)
     with frappe_errors():
         applies(update, rows)
+    if kept is not None:
+        kept(update)
     return _enqueue(action, name, now, **kwargs)
 
 
@@ -111,20 +119,20 @@ def start(name: str, now: bool = False) -> dict[str, Any]:
     Pending rollout whose scheduled start has come (found by the soak's desk
     door, docs/soak.md).
     """
-    _check(name)
-    update, rows = _load(name)
-    with frappe_errors():
-        _startable(update, rows)
+    return _act(name, "start", now, _startable, kept=_keep_the_click)
+
+
+def _keep_the_click(update: Update) -> None:
+    """A Start as the scheduled start, now (unless one has come already)."""
     clicked = time.time()
     if update.start_at is None or update.start_at > clicked:
         frappe.db.set_value(
             codec.UPDATE_DOCTYPE,
-            name,
+            update.name,
             "scheduled_start",
             codec.to_datetime(clicked),
             update_modified=False,  # an open form stays saveable
         )
-    return _enqueue("start", name, now)
 
 
 @frappe.whitelist()

@@ -14,11 +14,11 @@ ROOT = Path(__file__).resolve().parent.parent
 SCRIPT = ROOT / "scripts" / "frappe-tests.sh"
 
 
-def run(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
+def run(tmp_path: Path, script: Path = SCRIPT, **env: str) -> subprocess.CompletedProcess[str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAPPE_", "AGENT_UPDATE_"))}
     base["AGENT_UPDATE_CACHE"] = str(tmp_path / "cache")
     return subprocess.run(
-        ["bash", str(SCRIPT)],
+        ["bash", str(script)],
         env={**base, **env},
         capture_output=True,
         text=True,
@@ -114,17 +114,7 @@ STAGES = ROOT / "scripts" / "test-stages.sh"
 
 
 def run_stages(tmp_path: Path, **env: str) -> subprocess.CompletedProcess[str]:
-    base = {k: v for k, v in os.environ.items() if not k.startswith(("FRAPPE_", "AGENT_UPDATE_"))}
-    base["AGENT_UPDATE_CACHE"] = str(tmp_path / "cache")
-    return subprocess.run(
-        ["bash", str(STAGES)],
-        env={**base, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
+    return run(tmp_path, STAGES, **env)
 
 
 def test_stages_run_side_by_side_each_line_named_and_timed(tmp_path: Path) -> None:

@@ -17,11 +17,8 @@ random (docs/soak.md); the last line is ``desk check: ok …`` or says what fail
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import os
 import shutil
-import signal
 import sys
 import tempfile
 import time
@@ -33,7 +30,6 @@ from agent_update.rollout.model import RowStatus, UpdateStatus
 from agent_update.testing.desk_site import DeskClient, DeskSite, DeskSiteError, cached_bench
 from agent_update.testing.fleet import Fleet
 
-log = logging.getLogger("agent_update.desk_check")
 HOSTS, LANES, WORKERS = 3, 1, 3  # one lane: later rows are still to run at each fault
 LEASE_TTL = 8
 
@@ -71,14 +67,6 @@ def servers_of(fleet: Fleet) -> list[dict[str, Any]]:
     ]
 
 
-def parent_of(pid: int) -> int | None:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return int(stat[stat.rindex(")") + 2 :].split()[1])
-
-
 class Check:
     def __init__(self, fleet: Fleet, desk: DeskSite, client: DeskClient) -> None:
         self.fleet, self.desk, self.client = fleet, desk, client
@@ -86,15 +74,7 @@ class Check:
 
     def call(self, op: str, *args: Any, **kwargs: Any) -> Any:
         """A desk call; retried while the site's database or queue comes back."""
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                return self.client.call(op, *args, **kwargs)
-            except DeskSiteError as exc:
-                if time.monotonic() > deadline:
-                    raise
-                log.info("retrying %s: %s", op, exc)
-                time.sleep(1)
+        return self.client.call(op, *args, retry_for=60, **kwargs)
 
     def status(self, name: str) -> UpdateStatus:
         return self.call("store", "get_update", name).status
@@ -133,12 +113,17 @@ class Check:
             return any(r.status.in_flight for r in rows)
 
         self.wait("a row in flight", in_flight, 120)
-        victim, horse = self.busy_worker()
-        for pid in (horse, victim.pid):  # the horse first: the job's own process
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        victim.wait(10)
-        desk.start_workers(1)
+        busy = None
+
+        def running_a_job() -> bool:
+            nonlocal busy
+            busy = desk.busy_worker()
+            return busy is not None
+
+        self.wait("a worker running a job", running_a_job, 60)
+        assert busy is not None
+        victim, horse = busy
+        desk.kill_worker(victim, horse)
         say(f"worker pid {victim.pid} and its job's pid {horse} killed (SIGKILL), another started")
         desk.redis.restart()
         say(f"redis restarted (port {desk.redis.port}): its queued jobs are gone")
@@ -146,25 +131,6 @@ class Check:
         say(f"mariadb restarted (port {desk.db.port})")
         self.wait("the end", lambda: self.status(name).is_final, 600)
         return name
-
-    def busy_worker(self) -> tuple[Any, int]:
-        """A worker running a job right now, and that job's process (RQ's work horse:
-        a child of the worker, in a session of its own)."""
-        found: list[tuple[Any, int]] = []
-
-        def busy() -> bool:
-            children = {
-                pid: parent_of(pid) for pid in map(int, filter(str.isdigit, os.listdir("/proc")))
-            }
-            for worker in self.desk.live_workers():
-                horses = [pid for pid, parent in children.items() if parent == worker.pid]
-                if horses:
-                    found.append((worker, horses[0]))
-                    return True
-            return False
-
-        self.wait("a worker running a job", busy, 60)
-        return found[0]
 
     def verify(self, name: str) -> list[str]:
         """What is wrong at the end, asked of the hosts; empty when nothing."""

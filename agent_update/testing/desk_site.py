@@ -13,6 +13,7 @@ checkout the bench was last linked to. docs/soak.md says how the soak uses it.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import os
@@ -26,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from agent_update.testing import procs
 from agent_update.testing.private_services import PrivateMariaDB, PrivateRedis
 
 log = logging.getLogger(__name__)
@@ -153,6 +155,26 @@ class DeskSite:
     def live_workers(self) -> list[subprocess.Popen[bytes]]:
         return [w for w in self.workers if w.poll() is None]
 
+    def busy_worker(self) -> tuple[subprocess.Popen[bytes], int] | None:
+        """A worker running a job now, and that job's process: RQ's work horse, a
+        child of the worker in a session of its own (a SIGKILL to the worker's
+        process group would leave it running)."""
+        children = procs.children_map()
+        for worker in self.live_workers():
+            horses = children.get(worker.pid, [])
+            if horses:
+                return worker, horses[0]
+        return None
+
+    def kill_worker(self, worker: subprocess.Popen[bytes], horse: int | None) -> None:
+        """SIGKILL to the job's process (first) and to its worker; another worker starts."""
+        for pid in filter(None, (horse, worker.pid)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        worker.wait(10)
+        self.workers.remove(worker)
+        self.start_workers(1)
+
     def stop(self) -> None:
         """Workers (KILL: their jobs' leases expire, as after a crash), then the services."""
         for worker in self.workers:
@@ -178,8 +200,26 @@ class DeskClient:
                 stderr=errors, text=True, bufsize=1, start_new_session=True,
             )  # fmt: skip
 
-    def call(self, op: str, *args: Any, timeout: float = 120, **kwargs: Any) -> Any:
-        """One operation of desk_rpc; its value, or DeskSiteError with the site's words."""
+    def call(self, op: str, *args: Any, retry_for: float = 0, **kwargs: Any) -> Any:
+        """One operation of desk_rpc; its value, or DeskSiteError with the site's words.
+
+        ``retry_for``: seconds to keep asking while the site's MariaDB or Redis
+        comes back (a restart); a site process that ended is not asked again.
+        """
+        deadline = time.monotonic() + retry_for
+        while True:
+            try:
+                return self._call(op, *args, **kwargs)
+            except DeskSiteError as exc:
+                if time.monotonic() > deadline or not self.alive():
+                    raise
+                log.info("desk call %s retried: %s", op, exc)
+                time.sleep(1)
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def _call(self, op: str, *args: Any, timeout: float = 120, **kwargs: Any) -> Any:
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write(
             json.dumps({"op": op, "kwargs": {**kwargs, "args": list(args)}}) + "\n"

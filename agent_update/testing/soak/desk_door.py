@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import signal
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,10 +23,9 @@ from typing import TYPE_CHECKING, Any
 from agent_update.rollout.model import Row, Update, UpdateStatus
 from agent_update.testing import desk_check
 from agent_update.testing.desk_site import DeskClient, DeskSite, DeskSiteError
-from agent_update.testing.soak.driver import BUTTON_STATES, Rollout, Shape
+from agent_update.testing.soak.driver import BUTTON_STATES, Rollout, RolloutBook, Shape
 from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
 from agent_update.testing.soak.invariants import Span
-from agent_update.testing.upstream import VARIANTS
 
 if TYPE_CHECKING:
     from agent_update.testing.fleet import Fleet
@@ -39,7 +36,7 @@ TICK_EVERY = 5.0
 CALL_RETRY = 90.0  # seconds a call is retried while the site's database or queue comes back
 
 
-class DeskDoor:
+class DeskDoor(RolloutBook):
     def __init__(
         self,
         fleet: Fleet,
@@ -80,16 +77,8 @@ class DeskDoor:
     # ------------------------------------------------------------------ calls
     def call(self, op: str, *args: Any, client: DeskClient | None = None, **kwargs: Any) -> Any:
         """A desk call, retried while the site's MariaDB or Redis restarts."""
-        deadline = time.monotonic() + CALL_RETRY
-        while True:
-            try:
-                self.calls += 1
-                return (client or self.client).call(op, *args, **kwargs)
-            except DeskSiteError as exc:
-                if time.monotonic() > deadline or "ended" in str(exc):
-                    raise
-                log.info("desk call %s retried: %s", op, exc)
-                time.sleep(1)
+        self.calls += 1
+        return (client or self.client).call(op, *args, retry_for=CALL_RETRY, **kwargs)
 
     @staticmethod
     def own(name: str) -> str:
@@ -98,12 +87,7 @@ class DeskDoor:
     # --------------------------------------------------------------- rollouts
     def create(self, now: float) -> tuple[Rollout, FaultKind | None]:
         rng = self.scheduler.rng
-        kind = self.scheduler.commit_kind()
-        marker = f"soak-desk-{len(self.rollouts) + 1}-{kind}"
-        commit = self.fleet.add_commit(marker, **VARIANTS.get(kind, {}))
-        low, high = self.shape.hosts
-        size = rng.randint(min(low, len(self.hosts)), min(high, len(self.hosts)))
-        hosts = sorted(rng.sample(self.hosts, size), key=self.hosts.index)
+        kind, commit, hosts = self.draw("soak-desk")
         deadline = now + rng.uniform(*self.shape.deadline)
         name = self.call(
             "create",
@@ -121,25 +105,6 @@ class DeskDoor:
         rollout.plan_tries = 1
         self.call("act", "build_plan", name)
         return rollout, COMMIT_FAULTS.get(kind)
-
-    def names(self) -> list[str]:
-        return list(self.rollouts)
-
-    def acted_at(self, name: str) -> float | None:
-        rollout = self.rollouts.get(name)
-        return rollout.acted_at if rollout else None
-
-    def paused(self, name: str) -> bool:
-        """Paused by an operator's button (not by the engine itself)."""
-        rollout = self.rollouts.get(name)
-        return bool(rollout and rollout.operator_paused)
-
-    def self_crashing(self) -> set[str]:
-        kinds = ("crash", "crashloop", "unhealthy")
-        return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
-
-    def unfinished(self) -> list[Rollout]:
-        return [r for r in self.rollouts.values() if not r.dropped and not r.status.is_final]
 
     def step(self, now: float) -> None:
         """Read each rollout's status; Start one once planned (again if the plan stuck);
@@ -204,21 +169,13 @@ class DeskDoor:
 
     # ----------------------------------------------------------------- faults
     def kill_worker(self) -> str:
-        """The worker running a job (or any, when none runs one) and its horse: SIGKILL."""
-        children: dict[int, int | None] = {}
-        for pid in map(int, filter(str.isdigit, os.listdir("/proc"))):
-            children[pid] = desk_check.parent_of(pid)
+        """The worker running a job (or any, when none runs one) and its job: SIGKILL."""
         live = self.site.live_workers()
         if not live:
             return ""
-        busy = [(w, p) for w in live for p, parent in children.items() if parent == w.pid]
-        worker, horse = busy[0] if busy else (self.scheduler.rng.choice(live), None)
-        for pid in filter(None, (horse, worker.pid)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-        worker.wait(10)
-        self.site.workers.remove(worker)
-        self.site.start_workers(1)
+        busy = self.site.busy_worker()
+        worker, horse = busy or (self.scheduler.rng.choice(live), None)
+        self.site.kill_worker(worker, horse)
         return f"worker pid {worker.pid}" + (f", job pid {horse}" if horse else " (idle)")
 
     def restart(self, service: str) -> str:

@@ -91,8 +91,52 @@ class Shape:
     concurrent: int = 4
 
 
+class RolloutBook:
+    """What a front door keeps of its rollouts, and what the observer asks of it.
+
+    Both doors (the CLI's ``Driver``, the desk's ``DeskDoor``) give ``rollouts``,
+    ``fleet``, ``hosts``, ``scheduler`` and ``shape``.
+    """
+
+    rollouts: dict[str, Rollout]
+    fleet: Fleet
+    hosts: list[str]
+    scheduler: Scheduler
+    shape: Shape
+
+    def draw(self, prefix: str) -> tuple[str, str, list[str]]:
+        """A new rollout's commit kind, its commit (pushed for it) and its hosts."""
+        kind = self.scheduler.commit_kind()
+        marker = f"{prefix}-{len(self.rollouts) + 1}-{kind}"
+        commit = self.fleet.add_commit(marker, **VARIANTS.get(kind, {}))
+        low, high = self.shape.hosts
+        size = self.scheduler.rng.randint(min(low, len(self.hosts)), min(high, len(self.hosts)))
+        hosts = sorted(self.scheduler.rng.sample(self.hosts, size), key=self.hosts.index)
+        return kind, commit, hosts
+
+    def names(self) -> list[str]:
+        """Rollouts the observer watches: every one created (Draft ones are not judged)."""
+        return list(self.rollouts)
+
+    def self_crashing(self) -> set[str]:
+        """Commits whose programs restart or die by themselves once installed."""
+        kinds = ("crash", "crashloop", "unhealthy")
+        return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
+
+    def acted_at(self, name: str) -> float | None:
+        rollout = self.rollouts.get(name)
+        return rollout.acted_at if rollout else None
+
+    def paused_by_operator(self, name: str) -> bool:
+        rollout = self.rollouts.get(name)
+        return bool(rollout and rollout.operator_paused)
+
+    def unfinished(self) -> list[Rollout]:
+        return [r for r in self.rollouts.values() if not r.dropped and not r.status.is_final]
+
+
 @dataclass
-class Driver:
+class Driver(RolloutBook):
     fleet: Fleet
     workdir: Path
     scheduler: Scheduler
@@ -207,12 +251,7 @@ class Driver:
     def create(self, now: float) -> tuple[Rollout, FaultKind | None]:
         """A rollout of a commit of its own over a random subset of the fleet."""
         rng = self.rng
-        kind = self.scheduler.commit_kind()
-        marker = f"soak-{len(self.rollouts) + 1}-{kind}"
-        commit = self.fleet.add_commit(marker, **VARIANTS.get(kind, {}))
-        low, high = self.shape.hosts
-        size = rng.randint(min(low, len(self.hosts)), min(high, len(self.hosts)))
-        hosts = sorted(rng.sample(self.hosts, size), key=self.hosts.index)
+        kind, commit, hosts = self.draw("soak")
         options: dict[str, object] = {"lanes": rng.randint(1, 4)}
         if rng.random() < 0.25:
             options.update(waves="1, 2", wave_gate_action=rng.choice(["Pause", "Halt"]))
@@ -235,26 +274,6 @@ class Driver:
     def plan(self, rollout: Rollout) -> None:
         rollout.plan_tries += 1
         self.spawn("plan", rollout.name)
-
-    def names(self) -> list[str]:
-        """Rollouts the observer watches: every one created (Draft ones are not judged)."""
-        return [r.name for r in self.rollouts.values()]
-
-    def self_crashing(self) -> set[str]:
-        """Commits whose programs restart or die by themselves once installed."""
-        kinds = ("crash", "crashloop", "unhealthy")
-        return {r.commit for r in list(self.rollouts.values()) if r.kind in kinds}
-
-    def acted_at(self, name: str) -> float | None:
-        rollout = self.rollouts.get(name)
-        return rollout.acted_at if rollout else None
-
-    def paused_by_operator(self, name: str) -> bool:
-        rollout = self.rollouts.get(name)
-        return bool(rollout and rollout.operator_paused)
-
-    def unfinished(self) -> list[Rollout]:
-        return [r for r in self.rollouts.values() if not r.dropped and not r.status.is_final]
 
     def step(self, now: float) -> None:
         """Reap, read each rollout's status, give a runner to each rollout left without one."""

@@ -98,7 +98,8 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
         fleet, root, lease_ttl=LEASE_TTL, connect_timeout=5.0, probe_timeout=3.0
     )
     driver = Driver(fleet, root / "engine", scheduler, settings, options.shape)
-    door = _open_desk(options, fleet, driver, scheduler, root) if options.desk_bench else None
+    bench = options.desk_bench
+    door = _open_desk(options, bench, fleet, driver, scheduler, root) if bench else None
     try:
         return _loop(options, fleet, injector, root, scheduler, driver, door)
     finally:
@@ -107,7 +108,7 @@ def _soak(options: Options, fleet: Fleet, injector: Injector, root: Path) -> Res
 
 
 def _open_desk(
-    options: Options, fleet: Fleet, driver: Driver, scheduler: Scheduler, root: Path
+    options: Options, bench: Path, fleet: Fleet, driver: Driver, scheduler: Scheduler, root: Path
 ) -> DeskDoor:
     """The desk gets the fleet's last hosts; the CLI's rollouts draw from the others."""
     count = max(2, round(len(driver.hosts) * options.desk_hosts))
@@ -116,7 +117,7 @@ def _open_desk(
     began = time.monotonic()
     shape = Shape(hosts=(min(2, count), min(6, count)), concurrent=options.desk_concurrent)
     door = DeskDoor(
-        fleet, mine, root / "desk", scheduler, Path(options.desk_bench or ""), shape,
+        fleet, mine, root / "desk", scheduler, bench, shape,
         lease_ttl=LEASE_TTL, workers=options.desk_workers,
     )  # fmt: skip
     say(
@@ -141,7 +142,9 @@ def _loop(
         driver.db,
         driver.names,
         lambda: driver.spans() + (door.spans() if door else []),
-        lambda name: driver.paused_by_operator(name) or bool(door and door.paused(name)),
+        lambda name: (
+            driver.paused_by_operator(name) or bool(door and door.paused_by_operator(name))
+        ),
         lambda: _fault_windows(faults),
         lambda: driver.self_crashing() | (door.self_crashing() if door else set()),
         lease_ttl=LEASE_TTL,
