@@ -18,6 +18,7 @@ import frappe
 from agent_update import frappe_codec as codec
 from agent_update import frappe_registry as registry
 from agent_update import press_servers
+from agent_update.frappe_log import app_log
 from agent_update.press_rules import HALT_FIELD
 from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES
 
@@ -36,7 +37,7 @@ IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
 
 
 def _log():
-    return frappe.logger("agent_update")
+    return app_log()
 
 
 def switch_of(doctype: str) -> str | None:

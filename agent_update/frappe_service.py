@@ -22,6 +22,7 @@ from frappe.utils import cint, flt
 
 from agent_update import frappe_codec as codec
 from agent_update import frappe_job_holds as job_holds
+from agent_update.frappe_log import app_log
 from agent_update.frappe_press import PressDefaults, press_defaults
 from agent_update.frappe_store import FrappeStore
 from agent_update.rollout.errors import TransitionError, ValidationError
@@ -139,7 +140,7 @@ def app_queue() -> str:
         return APP_QUEUE
     if not _warned:
         _warned.append(True)
-        frappe.logger("agent_update").warning(
+        app_log().warning(
             f"queue {APP_QUEUE!r} is not in common_site_config workers: using {FALLBACK_QUEUE!r}"
         )
     return FALLBACK_QUEUE
@@ -156,9 +157,7 @@ def queue_info() -> QueueInfo:
     try:
         workers = len(get_workers(get_queue(queue)))
     except Exception:  # Redis down: no worker takes anything
-        frappe.logger("agent_update").warning(
-            f"cannot count the workers of queue {queue!r}: taken as 0", exc_info=True
-        )
+        app_log().warning(f"cannot count the workers of queue {queue!r}: taken as 0", exc_info=True)
         workers = 0
     return QueueInfo(queue=queue, configured=queue == APP_QUEUE, workers=workers)
 
@@ -245,7 +244,7 @@ def _call_hooks(hook: str, update: Update, row: Row) -> None:
             frappe.db.commit()
         except Exception:
             title = f"{hook}: {path} failed for {row.server} ({update.name})"
-            frappe.logger("agent_update").exception(title)
+            app_log().exception(title)
             frappe.db.rollback()
             frappe.log_error(title=title)
             frappe.db.commit()
@@ -269,7 +268,7 @@ def publish(name: str, row: Row | None, update: Update | None) -> None:
             notify_update(name, update.status.value)
     except Exception:
         what = f"row {row.idx}" if row is not None else "status"
-        frappe.logger("agent_update").exception(f"{name}: realtime event for {what} not sent")
+        app_log().exception(f"{name}: realtime event for {what} not sent")
 
 
 def notify_update(name: str, status: str | None = None) -> None:
@@ -292,6 +291,7 @@ def notify_update(name: str, status: str | None = None) -> None:
 
 def get_service(connector: Connector | None = None) -> Service:
     """A Service over frappe.db with this site's settings (SSH connector by default)."""
+    app_log()  # the engine's lines go to logs/agent_update.log, at the site's level
     launcher = JobLauncher()
     service = Service(
         FrappeStore(),

@@ -35,6 +35,7 @@ from frappe.utils import now as frappe_now
 from agent_update import frappe_codec as codec
 from agent_update import frappe_registry as registry
 from agent_update.frappe_leases import FrappeServerLeases
+from agent_update.frappe_log import app_log
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.model import (
     ENDED_ROW_STATUSES,
@@ -72,17 +73,6 @@ def _known(names: Iterable[str], known: Iterable[str]) -> None:
 def _stamp() -> str:
     """A new ``modified`` for the update: forms opened before it must reload."""
     return frappe_now()
-
-
-def _log_row(name: str, row: Row, names: list[str]) -> None:
-    """Every step a server goes through, in the app's log (logs/agent_update.log)."""
-    if "status" not in names and "step" not in names:
-        return
-    step = f" at {row.step.value}" if row.step.value else ""
-    reason = f": {row.reason}" if "reason" in names and row.reason else ""
-    frappe.logger("agent_update").info(
-        f"{name} row {row.idx} {row.server or '?'}: {row.status.value}{step}{reason}"
-    )
 
 
 def _has_context() -> bool:
@@ -329,7 +319,6 @@ class FrappeStore(FrappeServerLeases):
                 if owner is not None and holder != owner:
                     raise LeaseLost(f"row {row.idx} of {name} is no longer held by {owner}")
             self._commit()
-            _log_row(name, row, names)
             if "status" in names and not row.status.in_flight:  # the ended count may move
                 self._progress(name)
 
@@ -370,7 +359,7 @@ class FrappeStore(FrappeServerLeases):
                 self.writes += 1
             self._commit()
             self._progress(name)
-            frappe.logger("agent_update").info(f"{name}: {len(rows)} rows planned")
+            app_log().info(f"{name}: {len(rows)} rows planned")
 
     def claim_row(self, name: str, idx: int, owner: str, now: float, ttl: float) -> bool:
         """Take (or renew) a row's lease if it is free, expired or already ours."""

@@ -25,7 +25,12 @@ from agent_update.rollout import (
     server_leases,
     stall,
 )
-from agent_update.rollout.errors import AgentUpdateError, TransitionError, ValidationError
+from agent_update.rollout.errors import (
+    AgentUpdateError,
+    TickError,
+    TransitionError,
+    ValidationError,
+)
 from agent_update.rollout.eta import Eta, estimate
 from agent_update.rollout.machines import Resolve
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
@@ -357,17 +362,29 @@ class Service:
                 continue
             log.info("%s: started at its scheduled time", name)
             touched.append(name)
+        failed: dict[str, str] = {}
         for name in self.store.unfinished_updates():
-            update = self.store.get_update(name)
-            if update.status is UpdateStatus.PLANNING:
-                if update.lease_expires is None or update.lease_expires <= now:
-                    self.build_plan(name)
+            try:  # one rollout that cannot be read or resumed must not starve the others
+                if self._resume(name, now) and name not in touched:
                     touched.append(name)
-            elif self.runner.kick(name) and name not in touched:
-                touched.append(name)
+            except Exception as exc:
+                log.exception("tick: %s not resumed; the next tick tries again", name)
+                failed[name] = f"{type(exc).__name__}: {exc}"
         if touched:
             log.info("tick: resumed %s", ", ".join(touched))
+        if failed:
+            raise TickError(failed, touched)
         return touched
+
+    def _resume(self, name: str, now: float) -> bool:
+        """A planner that died is planned again; anything else gets a kick (see Runner.kick)."""
+        update = self.store.get_update(name)
+        if update.status is UpdateStatus.PLANNING:
+            if update.lease_expires is None or update.lease_expires <= now:
+                self.build_plan(name)
+                return True
+            return False
+        return bool(self.runner.kick(name))
 
     def stalls(self) -> list[stall.Stall]:
         """Running rollouts where no server ended for their stall time; each told once.

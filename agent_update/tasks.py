@@ -18,8 +18,9 @@ from frappe.desk.doctype.notification_log.notification_log import enqueue_create
 
 from agent_update import frappe_codec as codec
 from agent_update import frappe_job_holds as job_holds
+from agent_update.frappe_log import app_log
 from agent_update.frappe_service import get_service, notify_update
-from agent_update.rollout.errors import AgentUpdateError
+from agent_update.rollout.errors import AgentUpdateError, TickError
 from agent_update.rollout.stall import Stall
 
 
@@ -31,7 +32,7 @@ def _reported(name: str, action: str) -> Iterator[None]:
     except AgentUpdateError as exc:
         frappe.db.rollback()
         message = f"{action} of {name}: {exc}"
-        frappe.logger("agent_update").warning(message)
+        app_log().warning(message)
         frappe.log_error(title=f"Agent Update: {action} failed", message=message)
         frappe.publish_realtime("msgprint", message, user=frappe.session.user)
         frappe.db.commit()
@@ -86,12 +87,20 @@ def tick() -> list[str]:
 
     First, servers whose agent jobs a dead runner's row left halted get their
     switch back (frappe_job_holds.sweep); rows still in flight keep theirs.
+    A rollout the tick could not resume (TickError) does not keep the others
+    or the stall alerts from their turn; the job then fails, so the scheduler's
+    log shows it.
     """
     job_holds.sweep()
     service = get_service()
-    touched = service.tick()
+    try:
+        touched, failure = service.tick(), None
+    except TickError as exc:
+        touched, failure = exc.touched, exc
     for alert in service.stalls():
         notify_stall(alert)
+    if failure is not None:
+        raise failure
     return touched
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sqlite3
 from dataclasses import replace
 
 import pytest
 
+from agent_update.rollout.errors import TickError
 from agent_update.rollout.model import RowStatus, UpdateStatus
 from agent_update.testing.harness import fleet_service, fleet_settings, fleet_update
 
@@ -64,6 +66,28 @@ def test_opted_out_skipped_and_a_dead_planner_is_redone(fleet, tmp_path):
     assert planned.status is UpdateStatus.PENDING
     assert rows[0].status is RowStatus.SKIPPED and "opted out" in rows[0].reason
     assert all(r.status is RowStatus.PENDING for r in rows[1:])
+
+
+def test_a_rollout_the_tick_cannot_read_does_not_starve_the_others(fleet, tmp_path):
+    """The watchdog goes on past a rollout it cannot resume, then says which and why."""
+    service = fleet_service(fleet, tmp_path)
+    broken, fine = (service.create(fleet_update(fleet.commits.good)) for _ in range(2))
+    for update in (broken, fine):  # two planners that died
+        stuck = service.store.get_update(update.name).copy(
+            status=UpdateStatus.PLANNING, lease_owner="dead", lease_expires=1.0
+        )
+        service.store.save_update(stuck, ["status", "lease_owner", "lease_expires"])
+    with sqlite3.connect(tmp_path / "store.db") as db:  # a value no reader accepts
+        db.execute("UPDATE updates SET lanes='many' WHERE name=?", (broken.name,))
+    with pytest.raises(TickError) as caught:
+        service.tick()
+    assert list(caught.value.failed) == [broken.name]
+    assert caught.value.failed[broken.name].startswith("TypeError")  # what the rules hit
+    assert broken.name in str(caught.value)
+    assert caught.value.touched == [fine.name]
+    assert service.store.get_update(fine.name).status is UpdateStatus.PENDING
+    rows = service.store.get_rows(fine.name)
+    assert rows and all(r.current_commit == fleet.reported_commit(fleet.host(r.server)) for r in rows)
 
 
 def test_a_server_ssh_cannot_reach_is_planned_with_the_reason(fleet, tmp_path):

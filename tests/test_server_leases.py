@@ -166,9 +166,12 @@ def test_a_resumed_row_whose_server_was_taken_waits_without_touching_it(tmp_path
     assert store.claim_server("h1", "A", 1, clock.now, 600) == ""
     runner = Runner(store, Connector(), launcher=lambda *a: None, clock=clock, sleep=sleep)
     assert runner.kick("B") == [1]  # resumed: its lease was free
-    owner = store.get_row("B", 1).lease_owner
-    row = runner.run_row("B", 1, owner)
+    resumed = store.get_row("B", 1)
+    # Said in the resume's own write: no moment where both rows look at work on h1.
+    assert resumed.log.splitlines()[-2:][0].startswith("resumed by ")
+    assert resumed.log.splitlines()[-1] == "waiting: h1 busy in A"
+    row = runner.run_row("B", 1, resumed.lease_owner)
     assert events[:4] == ["sleep", "sleep", "sleep", "probe"]  # no probe while busy
     assert row.status is RowStatus.SUCCESS
-    assert "waiting: h1 busy in A" in store.get_row("B", 1).log
+    assert store.get_row("B", 1).log.count("waiting: h1 busy in A") == 1  # said once
     assert store.server_holders(["h1"], clock.now) == {}  # released when the row ended

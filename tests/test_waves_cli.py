@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -121,3 +122,25 @@ def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
     assert f"STALLED {name}: no server ended in" in stalled[0].stdout
     assert runner.returncode == 0, out + err  # the alert acted on nothing
     assert fleet.running_commit(host) == fleet.commits.slow
+
+
+def test_tick_resumes_the_others_and_exits_1_naming_a_rollout_it_cannot_read(fleet, tmp_path):
+    fleet.reset()
+    host = fleet.hosts[0]
+    registry(fleet, tmp_path, [host])
+    names = [cli(tmp_path, "create", "--commit", fleet.commits.good, *TIMEOUTS).stdout.strip()]
+    names.append(cli(tmp_path, "create", "--commit", fleet.commits.good, *TIMEOUTS).stdout.strip())
+    broken, fine = names
+    with sqlite3.connect(tmp_path / "au.db") as db:  # two planners died; one record is unreadable
+        db.execute("UPDATE updates SET status='Planning', lease_owner='dead', lease_expires=1.0")
+        db.execute("UPDATE updates SET lanes='many' WHERE name=?", (broken,))
+    tick = cli(tmp_path, "tick")
+    assert tick.returncode == 1, tick.stdout + tick.stderr
+    assert f"resumed: {fine}" in tick.stdout
+    assert f"{broken}: TypeError" in tick.stderr and fine not in tick.stderr
+    shown = cli(tmp_path, "status", fine)
+    assert "Pending" in shown.stdout, shown.stdout + shown.stderr
+    store = SqliteStore(tmp_path / "au.db")
+    (row,) = store.get_rows(fine)
+    store.close()
+    assert row.current_commit == fleet.reported_commit(host)

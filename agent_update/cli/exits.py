@@ -24,7 +24,8 @@ class Exit(IntEnum):
 
 EXIT_HELP = """exit codes:
   0    done (run: the update ended Success, or test mode paused it as asked)
-  1    failed: a server, git or the disk refused (the message says which)
+  1    failed: a server, git or the disk refused (the message says which);
+       tick: a rollout could not be resumed (the others were)
   2    usage: the command line, settings file or database is wrong
   3    run: the update ended Failure or Partial Success; plan: some servers
        could not be planned (the update stays Draft, the table says why)

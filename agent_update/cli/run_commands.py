@@ -20,6 +20,7 @@ from agent_update.cli.follow import (
 from agent_update.cli.output import LiveView
 from agent_update.cli.showing import show
 from agent_update.rollout import approval, schedule
+from agent_update.rollout.errors import TickError
 from agent_update.rollout.model import UpdateStatus
 from agent_update.service import Service
 
@@ -125,7 +126,12 @@ def cmd_abort(service: Service, args: argparse.Namespace) -> int:
 
 
 def cmd_tick(service: Service, args: argparse.Namespace) -> int:
-    touched = service.tick()
+    """Resume what dead runners left, and stay while those rows run; exit 1 when a
+    rollout could not be resumed (the others were, and run to their end)."""
+    try:
+        touched, failure = service.tick(), None
+    except TickError as exc:
+        touched, failure = exc.touched, exc
     interrupts = Interrupts()
     with interrupts.installed():
         try:
@@ -136,6 +142,9 @@ def cmd_tick(service: Service, args: argparse.Namespace) -> int:
     print("resumed: " + (", ".join(touched) if touched else "nothing"))
     if interrupts.count:
         return Exit.INTERRUPTED
+    if failure is not None:
+        print(str(failure), file=sys.stderr)
+        return Exit.FAILED
     stalled = service.stalls()
     for alert in stalled:
         print(f"STALLED {alert.message}")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import frappe
 
+from agent_update.frappe_log import app_log
 from agent_update.patches.rename_to_agent_rollout import MODULE, shipped_by_another_app
 
 OLD = "Agent Update"
@@ -28,10 +29,8 @@ def remove_ours(name: str, module: str = MODULE) -> bool:
         return False
     other = shipped_by_another_app(name, "workspace")
     if other:
-        frappe.logger("agent_update").warning(
-            "workspace %s: not removed, app %s ships one of that name", name, other
-        )
+        app_log().warning("workspace %s: not removed, app %s ships one of that name", name, other)
         return False
     frappe.delete_doc("Workspace", name, force=True, ignore_permissions=True)
-    frappe.logger("agent_update").info("removed the old workspace %s", name)
+    app_log().info("removed the old workspace %s", name)
     return True

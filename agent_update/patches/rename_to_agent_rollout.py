@@ -16,6 +16,8 @@ import os
 
 import frappe
 
+from agent_update.frappe_log import app_log
+
 MODULE = "Agent Update"
 APP = "agent_update"
 # child first: its parent's Table field then already points at the new name
@@ -52,9 +54,7 @@ def rename_ours(old: str, new: str, module: str = MODULE) -> bool:
         return False
     other = shipped_by_another_app(old)
     if other:
-        frappe.logger("agent_update").warning(
-            "rename %s: not renamed, app %s ships a doctype of that name", old, other
-        )
+        app_log().warning("rename %s: not renamed, app %s ships a doctype of that name", old, other)
         return False
     if frappe.db.exists("DocType", new):
         raise frappe.ValidationError(f"rename {old}: doctype {new} exists already; rename by hand")
@@ -64,5 +64,5 @@ def rename_ours(old: str, new: str, module: str = MODULE) -> bool:
         frappe.rename_doc("DocType", old, new, force=True, show_alert=False, rebuild_search=False)
     finally:
         frappe.flags.in_patch = in_patch
-    frappe.logger("agent_update").info("renamed doctype %s to %s", old, new)
+    app_log().info("renamed doctype %s to %s", old, new)
     return True

@@ -22,3 +22,13 @@ class TransitionError(AgentUpdateError):
 
 class LeaseLost(AgentUpdateError):
     """Another runner holds the row: this one must stop touching it."""
+
+
+class TickError(AgentUpdateError):
+    """The watchdog could not resume some rollouts (each logged); it went on with the others."""
+
+    def __init__(self, failed: dict[str, str], touched: list[str]) -> None:
+        listed = "; ".join(f"{name}: {why}" for name, why in failed.items())
+        super().__init__(f"tick: {len(failed)} rollout(s) not resumed ({listed})")
+        self.failed = failed
+        self.touched = touched

@@ -139,6 +139,7 @@ class Runner:
                 if self.store.claim_row(name, idx, owner, now, ttl):
                     old = self.store.get_row(name, idx)
                     row = machine.resumed(old, owner, by_idx[idx].lease_owner)
+                    row = self._resume_server(name, row, now, ttl)
                     self.store.save_row(name, row, ["log"], owner)
                     self._logged(name, old, row)
                     claimed.append(idx)
@@ -177,6 +178,23 @@ class Runner:
         for idx in claimed:
             self.launcher(name, idx, owner)
         return claimed
+
+    def _resume_server(self, name: str, row: Row, now: float, ttl: float) -> Row:
+        """A resumed row in flight takes its server's lease back now, under the lock.
+
+        Its lease and its server's expired together; another update may have
+        taken the server meanwhile. Then the row says at once, in the same
+        write as its resumption, that it waits (``_hold_server`` waits): never
+        two rows on one server that both look at work.
+        """
+        if not row.status.in_flight:
+            return row  # not started on its server yet: _hold_server decides
+        other = self.store.claim_server(self._key(row.server), name, row.idx, now, ttl)
+        if not other:
+            return row
+        note = server_leases.waiting_note(row.server, other)
+        log.info("%s #%d %s: resumed, %s", name, row.idx, row.server, note)
+        return row.copy(log=append_log(row.log, note))
 
     def _busy(self, name: str, now: float) -> dict[str, str]:
         """Servers held by another update's row (few: those in flight elsewhere), by every name."""
@@ -299,8 +317,11 @@ class Runner:
             back = row.copy(step=Step.NONE, reason=server_leases.waiting_note(row.server, other))
             self._save(name, row, back, owner)
             return None
-        noted = row.copy(log=append_log(row.log, f"waiting: {row.server} busy in {other}"))
-        self._save(name, row, noted, owner)
+        note = server_leases.waiting_note(row.server, other)
+        noted = row
+        if row.log.rstrip().rsplit("\n", 1)[-1] != note:  # the resume may have said it already
+            noted = row.copy(log=append_log(row.log, note))
+            self._save(name, row, noted, owner)
         limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl
         while self.clock() < limit:
             beat.check()

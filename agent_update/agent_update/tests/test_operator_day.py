@@ -15,6 +15,7 @@ from frappe.utils import add_to_date, now_datetime
 from agent_update import api, tasks
 from agent_update import frappe_codec as codec
 from agent_update.agent_update.tests.support import FleetCase
+from agent_update.rollout.errors import TickError
 
 MANAGER = "Agent Update Manager"
 
@@ -60,6 +61,28 @@ class TestOperatorDay(FleetCase):
         self.assertEqual(self.load(name).status, "Success")
         for server in self.servers:
             self.assertEqual(self.running(server), self.fleet.commits.good)
+
+    def test_the_tick_goes_past_a_rollout_it_cannot_resume_and_says_which(self) -> None:
+        """Two planners died; one rollout's stored config no longer passes the rules. The
+        other is planned again, then the job fails naming the first (the scheduler logs it)."""
+        broken, fine = self.planned(), self.planned()
+        for name in (broken, fine):
+            dead = {"status": "Planning", "lease_owner": "dead", "lease_expires": 1.0}
+            frappe.db.set_value(codec.UPDATE_DOCTYPE, name, dead)
+        frappe.db.set_value(codec.UPDATE_DOCTYPE, broken, "lanes", 0)
+        frappe.db.commit()
+        with self.assertRaises(TickError) as caught:
+            tasks.tick()
+        self.assertEqual(list(caught.exception.failed), [broken])
+        self.assertIn("lanes", caught.exception.failed[broken])
+        self.assertIn(fine, caught.exception.touched)
+        doc = self.load(fine)
+        self.assertEqual(doc.status, "Pending", doc.stuck_at_planning_reason)
+        for row in doc.servers:
+            self.assertEqual(row.status, "Pending", row.reason)
+            host = self.servers[row.server]
+            self.assertEqual(row.current_commit, self.fleet.reported_commit(host))
+        self.assertEqual(self.load(broken).status, "Planning")
 
     def test_start_by_one_manager_waits_for_approval_by_another(self) -> None:
         alice, bob = user("alice.day@example.com"), user("bob.day@example.com")

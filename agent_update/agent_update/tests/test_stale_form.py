@@ -8,6 +8,7 @@ loopback fleet (the commit each agent runs).
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import frappe
@@ -15,6 +16,7 @@ import frappe
 from agent_update import api
 from agent_update import frappe_codec as codec
 from agent_update.agent_update.tests.support import FleetCase
+from agent_update.frappe_log import app_log
 from agent_update.frappe_service import get_service
 from agent_update.frappe_store import ROW_TABLE, ROW_WHERE
 
@@ -167,13 +169,17 @@ class TestStaleForm(FleetCase):
 
         second = self.load(doc.name).servers[1]
         self.assertTrue(second.lease_owner)  # claimed when the first ended
-        with self.assertLogs(frappe.logger("agent_update"), "INFO") as logged:
+        app = app_log()  # what the app's jobs and requests set: INFO, engine lines included
+        self.assertEqual(app.level, logging.INFO)
+        self.assertIn(app.handlers[0], logging.getLogger("agent_update").handlers)
+        with self.assertLogs("agent_update", "INFO") as logged:
             service.runner.run_row(doc.name, second.idx, second.lease_owner)
-        # Every step the server went through is in the app's log.
-        head = f"{doc.name} row 2 {second.server}: "
-        steps = [m.split(head, 1)[1].split(":")[0] for m in logged.output if head in m]
-        for seen_step in ("Running at command", "Running at command_sent", "Success"):
-            self.assertIn(seen_step, steps)
+        # Every step the server went through is in the app's log (the engine's lines).
+        head = f"{doc.name} #2 {second.server}: "
+        moves = [m.split(head, 1)[1].split(":")[0] for m in logged.output if head in m]
+        reached = [move.split("-> ")[-1] for move in moves if "->" in move]
+        for seen_step in ("Running/command", "Running/command_sent", "Success"):
+            self.assertIn(seen_step, reached)
         done = self.load(doc.name)
         self.assertEqual(done.status, "Success", done.halt_reason)
         for row in done.servers:

@@ -54,6 +54,8 @@ class DeskDoor(RolloutBook):
         self.started: set[str] = set()
         self.began = time.time()
         self.last_tick = 0.0
+        self.tick_answered = 0.0  # when the watchdog tick last returned
+        self.in_call: tuple[str, float] | None = None  # the loop's call under way, since when
         self.calls = 0
         self.site = DeskSite(bench, root)
         self.clients: list[DeskClient] = []
@@ -78,7 +80,13 @@ class DeskDoor(RolloutBook):
     def call(self, op: str, *args: Any, client: DeskClient | None = None, **kwargs: Any) -> Any:
         """A desk call, retried while the site's MariaDB or Redis restarts."""
         self.calls += 1
-        return (client or self.client).call(op, *args, retry_for=CALL_RETRY, **kwargs)
+        if client is not None:
+            return client.call(op, *args, retry_for=CALL_RETRY, **kwargs)
+        self.in_call = (op, time.time())
+        try:
+            return self.client.call(op, *args, retry_for=CALL_RETRY, **kwargs)
+        finally:
+            self.in_call = None
 
     @staticmethod
     def own(name: str) -> str:
@@ -122,6 +130,7 @@ class DeskDoor(RolloutBook):
         if now - self.last_tick >= TICK_EVERY:
             self.last_tick = now
             self.call("tick")
+            self.tick_answered = time.time()
 
     def _replan(self, rollout: Rollout, now: float) -> None:
         """A plan stuck on a host down (a fault) is tried again later, three times at most."""
@@ -195,6 +204,40 @@ class DeskDoor(RolloutBook):
     def spans(self) -> list[Span]:
         """The watchdog is the desk's runner of every rollout, all along."""
         return [Span(name, self.began, None) for name in self.rollouts]
+
+    def state(self, now: float) -> str:
+        """The desk loop's last tick and the call it waits on (a violation's context)."""
+        tick = f"{now - self.tick_answered:.0f}s ago" if self.tick_answered else "never"
+        pending = self.in_call
+        call = f"; waiting {now - pending[1]:.0f}s on {pending[0]!r}" if pending else ""
+        live = len(self.site.live_workers())
+        return f"desk: last tick answered {tick}{call}; {live} workers alive"
+
+    def explain(self, update: str, host: str) -> list[str]:
+        """A violation's desk rows (status, lease, reason, log tail), as the CLI's are told:
+        its rollout's, or for a host's violation every desk rollout's rows on that host."""
+        if update.startswith(PREFIX):
+            names = [self.own(update)]
+        elif not update and host in self.hosts:
+            names = [self.own(n) for n in self.rollouts]
+        else:
+            return []
+        try:
+            found = self.call("snapshot", names, client=self.eyes)
+        except DeskSiteError as exc:
+            return [f"  {update}: the site did not answer: {exc}"]
+        lines = []
+        for own, (stored, rows) in found.items():
+            for row in rows:
+                if (host and row.server != host) or (not update and not row.started_at):
+                    continue  # a host's violation: the rows that touched it
+                lines.append(
+                    f"  {PREFIX}{own} ({stored.status.value}) #{row.idx} {row.server} "
+                    f"{row.status.value}/{row.step.value} lease={row.lease_owner or '-'} "
+                    f"until={row.lease_expires} reason={row.reason!r}"
+                )
+                lines += [f"      | {line}" for line in row.log.splitlines()[-25:]]
+        return lines
 
     def leftovers(self) -> dict[str, list[str]]:
         return {k: v for k, v in self.call("leftovers", client=self.eyes).items() if v}

@@ -83,6 +83,7 @@ class Observer(threading.Thread):
         interval: float = 1.0,
         more: Callable[[], tuple[dict[str, Update], dict[str, list[Row]]]] | None = None,
         acted_at: Callable[[str], float | None] = lambda name: None,
+        context: Callable[[], str] | None = None,
     ) -> None:
         super().__init__(name="soak-observer", daemon=True)
         self.fleet = fleet
@@ -100,6 +101,8 @@ class Observer(threading.Thread):
         self.interval = interval
         self.acted_at = acted_at  # when an operator last set a rollout going again
         self.more = more  # rollouts of another store (the desk's), read after this one
+        self.context = context  # what the drivers were doing, noted at the first violation
+        self.context_seen = ""
         self.agent_dirs = {host.name: host.agent_dir for host in fleet.hosts}
         self.stopping = threading.Event()
         self.failed = threading.Event()
@@ -312,5 +315,7 @@ class Observer(threading.Thread):
         known = {(v.invariant, v.host, v.update) for v in self.violations}
         fresh = [v for v in found if (v.invariant, v.host, v.update) not in known]
         if fresh:
+            if self.context is not None and not self.violations:
+                self.context_seen = self.context()
             self.violations.extend(fresh)
             self.failed.set()

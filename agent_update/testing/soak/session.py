@@ -10,13 +10,16 @@ observer's final pass over quiet hosts, and prints the report.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from agent_update.testing.desk_site import DeskSiteError
 from agent_update.testing.fleet import Fleet
 from agent_update.testing.harness import fleet_settings
 from agent_update.testing.model import FleetError
@@ -151,6 +154,7 @@ def _loop(
         deadline_grace=DEADLINE_GRACE,
         more=door.snapshot if door else None,
         acted_at=lambda name: driver.acted_at(name) or (door.acted_at(name) if door else None),
+        context=(lambda: door.state(time.time())) if door else None,
     )
     faults: list[Fault] = []
     heals: list[tuple[float, Fault]] = []
@@ -169,11 +173,13 @@ def _loop(
                     faults.append(Fault(bad, rollout.name, now, detail=rollout.commit[:12]))
             if door is not None and now - desk_step >= 1.0:
                 desk_step = now
-                door.step(now)
-                if len(door.unfinished()) < options.desk_concurrent:
-                    rollout, bad = door.create(now)
-                    if bad is not None:
-                        faults.append(Fault(bad, rollout.name, now, detail=rollout.commit[:12]))
+                with _answered(observer):
+                    door.step(now)
+                    if len(door.unfinished()) < options.desk_concurrent:
+                        rollout, bad = door.create(now)
+                        if bad is not None:
+                            detail = rollout.commit[:12]
+                            faults.append(Fault(bad, rollout.name, now, detail=detail))
             for due, fault in [h for h in heals if h[0] <= now]:
                 heals.remove((due, fault))
                 injector.heal(fault.kind, fault.target, fault.detail)
@@ -273,19 +279,31 @@ def _wind_down(driver: Driver, observer: Observer, door: DeskDoor | None) -> Non
     while time.time() < limit and not observer.failed.is_set():
         driver.step(time.time())
         if door is not None:
-            door.step(time.time())
+            with _answered(observer):
+                door.step(time.time())
         plans = [p for p in driver.procs if p.alive and p.kind == "plan"]
         if not unfinished() and not plans:
             return
         if time.time() - last_resume > 10:
             driver.wind_down()
             if door is not None:
-                door.wind_down()
+                with _answered(observer):
+                    door.wind_down()
             last_resume = time.time()
         time.sleep(0.5)
     if not observer.failed.is_set():
         left = ", ".join(f"{r.name} {r.status.value}" for r in unfinished())
         observer.record([Violation("settled", "", "", f"not ended after the wind-down: {left}")])
+
+
+@contextlib.contextmanager
+def _answered(observer: Observer) -> Iterator[None]:
+    """A desk call still failing after its retries (desk_door.CALL_RETRY) is a finding,
+    e.g. a watchdog tick that fails for good (TickError): it stops the soak, not crashes it."""
+    try:
+        yield
+    except DeskSiteError as exc:
+        observer.record([Violation("desk-unanswered", "", "", str(exc)[-600:])])
 
 
 def _settle_hosts(fleet: Fleet, timeout: float = 20.0) -> None:
@@ -329,18 +347,26 @@ def _report(
     )
     if violations:
         lines.append(f"seed {options.seed}: {len(violations)} violation(s)")
-        lines += _explain(driver, violations, faults, t0)
+        if observer.context_seen:
+            lines.append(f"at the first violation: {observer.context_seen}")
+        lines += _explain(driver, violations, faults, t0, door)
     return "\n".join(lines)
 
 
 def _explain(
-    driver: Driver, violations: list[Violation], faults: list[Fault], t0: float
+    driver: Driver,
+    violations: list[Violation],
+    faults: list[Fault],
+    t0: float,
+    door: DeskDoor | None = None,
 ) -> list[str]:
     """Each violation with its host's rows (status, reason, log) and the faults near it."""
     store = driver.service.store
     lines = []
     for violation in violations:
         lines.append(violation.line())
+        if door is not None:
+            lines += door.explain(violation.update, violation.host)
         for rollout in driver.rollouts.values():
             if violation.update and rollout.name != violation.update:
                 continue
@@ -358,4 +384,6 @@ def _explain(
             if violation.host and fault.target == violation.host:
                 lines.append("  fault " + fault.line(t0))
     lines.append(f"runner logs: {driver.logs}")
+    if door is not None:
+        lines.append(f"desk logs: {door.site.root / 'logs'} (workers, desk-rpc, agent_update.log)")
     return lines

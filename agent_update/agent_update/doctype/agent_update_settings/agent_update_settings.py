@@ -14,6 +14,7 @@ from frappe import _
 from frappe.model.document import Document
 
 from agent_update import press_rules
+from agent_update.frappe_log import app_log
 from agent_update.keytext import describe_key, normalize_key
 from agent_update.remote import script
 from agent_update.rollout import refs
@@ -65,7 +66,7 @@ class AgentUpdateSettings(Document):
         except Exception as exc:  # a damaged key can fail deep in the parser, not only cleanly
             why = exc if isinstance(exc, AgentUpdateError) else _("not a readable private key")
             # The type only: the message of a key parser may quote the key.
-            frappe.logger("agent_update").warning(f"ssh_private_key refused: {type(exc).__name__}")
+            app_log().warning(f"ssh_private_key refused: {type(exc).__name__}")
             label = _(self.meta.get_label("ssh_private_key"))
             frappe.throw(_("{0}: {1}").format(label, why), title=_("Invalid {0}").format(label))
         self.ssh_private_key = key
