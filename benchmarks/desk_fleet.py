@@ -151,10 +151,10 @@ def main(argv: list[str] | None = None) -> int:
             desk = Desk(fleet, bench, root / "desk", args.lanes)
             try:
                 cli, site = Figures(), Figures()
-                targets = [fleet.commits.good, fleet.commits.good2]
+                good, good2 = fleet.commits.good, fleet.commits.good2  # each moves every host
                 for run in range(args.rounds):
-                    cli.add(*cli_rollout(fleet, root / f"cli{run}", targets[run % 2], args.lanes))
-                    site.add(*desk.rollout(targets[(run + 1) % 2]))
+                    cli.add(*cli_rollout(fleet, root / f"cli{run}", good, args.lanes))
+                    site.add(*desk.rollout(good2))
             finally:
                 desk.close()
     print(f"{args.hosts} loopback hosts, {args.lanes} lanes, {args.rounds} rollouts per path:")

@@ -384,3 +384,9 @@ t=$(now)
 (cd /tmp && PYTHONPATH=$root "$bench_dir/env/bin/python" -m agent_update.testing.desk_check --bench "$bench_dir")
 echo "timing: desk-check $(($(now) - t))s"
 
+# ---- the soak's short form through both doors (docs/soak.md): 8 hosts, two of them
+# the desk's, two minutes of faults, a fixed seed (a failure prints how to replay it).
+t=$(now)
+(cd /tmp && PYTHONPATH=$root "$bench_dir/env/bin/python" -m agent_update.testing.soak --minutes 2 \
+  --hosts 8 --concurrent 1 --desk "$bench_dir" --desk-workers 4 --seed 20261207)
+echo "timing: desk-soak $(($(now) - t))s"
