@@ -23,6 +23,7 @@ from frappe.utils import cint, flt
 from agent_update import frappe_codec as codec
 from agent_update import frappe_job_holds as job_holds
 from agent_update.frappe_log import app_log
+from agent_update.frappe_machines import shared_keys
 from agent_update.frappe_press import PressDefaults, press_defaults
 from agent_update.frappe_store import FrappeStore
 from agent_update.rollout.errors import TransitionError, ValidationError
@@ -300,6 +301,7 @@ def get_service(connector: Connector | None = None) -> Service:
         launcher=launcher,
         hooks=FrappeRowHooks(),
         listener=publish,
+        machine_memo=shared_keys,  # one registry index per registry state, not per job
     )
     launcher.runner = service.runner
     return service

@@ -32,7 +32,7 @@ from agent_update.rollout.errors import (
     ValidationError,
 )
 from agent_update.rollout.eta import Eta, estimate
-from agent_update.rollout.machines import Resolve
+from agent_update.rollout.machines import Memo, Resolve
 from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
@@ -65,6 +65,7 @@ class Service:
         listener: Listener | None = None,
         clock: Callable[[], float] = time.time,
         resolve: Resolve | None = None,
+        machine_memo: Memo | None = None,
     ) -> None:
         self.store = store
         self.settings = settings
@@ -85,6 +86,7 @@ class Service:
             listener=listener,
             clock=clock,
             resolve=resolve,
+            machine_memo=machine_memo,
         )
         self._git = None
 

@@ -99,6 +99,28 @@ def test_the_index_names_every_alias_and_refreshes() -> None:
     assert index.key("b") == "b" and index.aliases("a") == ["a"]
 
 
+def test_a_memo_lets_runners_share_one_index_of_the_registry() -> None:
+    """What the desk's row jobs do (frappe_machines.shared_keys): the first computes,
+    the others take its keys without listing or resolving the registry."""
+    registry = [entry("b", "127.0.0.5"), entry("a", "127.0.0.5"), entry("c", "127.0.0.6")]
+    listed: list[int] = []
+    shared: dict[str, dict[str, str]] = {}
+
+    def listing() -> list[Server]:
+        listed.append(1)
+        return list(registry)
+
+    def memo(compute):
+        if "keys" not in shared:
+            shared["keys"] = compute()
+        return shared["keys"]
+
+    first, second = (machines.MachineIndex(listing, addresses, memo=memo) for _ in range(2))
+    assert first.key("b") == "a" and len(listed) == 1
+    assert second.key("b") == "a" and second.aliases("a") == ["a", "b"] and len(listed) == 1
+    assert second.key("c") == "c"
+
+
 # ---------------------------------------------------------------- the CLI
 
 

@@ -87,7 +87,9 @@ def test_a_rollout_the_tick_cannot_read_does_not_starve_the_others(fleet, tmp_pa
     assert caught.value.touched == [fine.name]
     assert service.store.get_update(fine.name).status is UpdateStatus.PENDING
     rows = service.store.get_rows(fine.name)
-    assert rows and all(r.current_commit == fleet.reported_commit(fleet.host(r.server)) for r in rows)
+    assert rows
+    for row in rows:
+        assert row.current_commit == fleet.reported_commit(fleet.host(row.server))
 
 
 def test_a_server_ssh_cannot_reach_is_planned_with_the_reason(fleet, tmp_path):

@@ -28,6 +28,11 @@ from agent_update.rollout.model import Server
 
 logger = logging.getLogger(__name__)
 Resolve = Callable[[str], frozenset[str]]
+#: Shares the registry's lease keys between processes: given the function that
+#: computes them, returns them (computed, or as another process computed them
+#: for the same registry). The desk's row jobs are short-lived processes that
+#: would otherwise each list and resolve the whole registry (frappe_machines.py).
+Memo = Callable[[Callable[[], dict[str, str]]], dict[str, str]]
 REFRESH = 30.0  # seconds an index of the registry is reused by a runner
 
 
@@ -136,6 +141,7 @@ class MachineIndex:
         resolve: Resolve = literal,
         clock: Callable[[], float] = time.monotonic,
         refresh: float = REFRESH,
+        memo: Memo | None = None,
     ) -> None:
         self._list, self._resolve, self._clock, self._refresh = (
             list_servers,
@@ -143,6 +149,7 @@ class MachineIndex:
             clock,
             refresh,
         )
+        self._memo = memo
         self._lock = threading.Lock()
         self._keys: dict[str, str] = {}
         self._aliases: dict[str, list[str]] = {}
@@ -160,12 +167,15 @@ class MachineIndex:
                     self._at = now
             return self._keys, self._aliases
 
-    def _index(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+    def _lease_keys(self) -> dict[str, str]:
         servers = self._list()
         hosts = sorted({s.host for s in servers})
         with ThreadPoolExecutor(max_workers=max(1, min(16, len(hosts)))) as pool:
             found = dict(zip(hosts, pool.map(self._resolve, hosts), strict=True))
-        keys = lease_keys(servers, found.__getitem__)
+        return lease_keys(servers, found.__getitem__)
+
+    def _index(self) -> tuple[dict[str, str], dict[str, list[str]]]:
+        keys = self._memo(self._lease_keys) if self._memo else self._lease_keys()
         aliases: dict[str, list[str]] = {}
         for name, key in sorted(keys.items()):
             aliases.setdefault(key, []).append(name)

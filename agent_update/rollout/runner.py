@@ -62,10 +62,11 @@ class Runner:
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
         resolve: machines.Resolve = machines.literal,
+        machine_memo: machines.Memo | None = None,
     ) -> None:
         self.store = store
         # Server leases are per machine: two registry names of one machine share one.
-        self.machines = machines.MachineIndex(store.list_servers, resolve)
+        self.machines = machines.MachineIndex(store.list_servers, resolve, memo=machine_memo)
         self.connector = connector
         self.settings = settings or EngineSettings()
         self.launcher = launcher or ThreadLauncher(self)

@@ -1,9 +1,13 @@
-"""One machine, one server: the Agent Server form refuses a second entry for a machine."""
+"""One machine, one server: the Agent Server form refuses a second entry for a machine;
+the row jobs share one index of the registry."""
 
 from __future__ import annotations
 
 import frappe
 from frappe.tests.utils import FrappeTestCase
+
+from agent_update import frappe_machines
+from agent_update.frappe_service import get_service
 
 PREFIX = "au-one-machine-"
 
@@ -48,3 +52,34 @@ class TestOneMachineOneServer(FrappeTestCase):
         moved.status = "Archived"  # an archived entry is no rival: how a duplicate is retired
         moved.agent_dir = "/home/frappe/agent"
         moved.save(ignore_permissions=True)
+
+    def test_the_jobs_share_one_index_until_the_registry_changes(self) -> None:
+        """Each row job is a fresh process: the index of the registry (lease keys by
+        machine) is computed once per registry state and taken from the site's cache."""
+        self.add("a", "127.0.0.1")
+        computed: list[int] = []
+
+        def compute() -> dict[str, str]:
+            computed.append(1)
+            return frappe_machines_keys()
+
+        first = frappe_machines.shared_keys(compute)
+        self.assertEqual(first[PREFIX + "a"], PREFIX + "a")
+        frappe.local.cache = {}  # what a new job's process starts with
+        self.assertEqual(frappe_machines.shared_keys(compute), first)
+        self.assertEqual(len(computed), 1)
+        self.add("e", "127.0.0.2")  # a new record: a new fingerprint, computed again
+        second = frappe_machines.shared_keys(compute)
+        self.assertEqual(len(computed), 2)
+        self.assertEqual(second[PREFIX + "e"], PREFIX + "e")
+        runner = get_service().runner  # what the jobs' service uses
+        self.assertIs(runner.machines._memo, frappe_machines.shared_keys)
+        self.assertEqual(runner.machines.key(PREFIX + "e"), PREFIX + "e")
+        self.assertEqual(len(computed), 2)  # the runner took the cached index
+
+
+def frappe_machines_keys() -> dict[str, str]:
+    """The registry's lease keys, computed as a runner computes them (no cache)."""
+    from agent_update.rollout import machines
+
+    return machines.lease_keys(get_service().store.list_servers(), machines.literal)
