@@ -37,8 +37,11 @@ from desk_pool import Workers
 from desk_runs import Run, cli_run, desk_run
 
 from agent_update import frappe_codec as codec
+from agent_update import frappe_machines
 from agent_update.agent_update.tests import desk_fleet, desk_views
-from agent_update.frappe_service import APP_QUEUE, app_queue, engine_settings
+from agent_update.frappe_service import APP_QUEUE, app_queue, engine_settings, get_service
+from agent_update.remote.resolve import addresses
+from agent_update.rollout import machines
 from agent_update.rollout.model import Server, UpdateStatus
 
 PREFIX = "Desk Bench"  # every server type (and so every update) this benchmark makes
@@ -152,6 +155,28 @@ def report_list(total: int, entries: list[Server]) -> None:
 # ------------------------------------------------------------------- main
 
 
+def report_index(entries: list[Server], rounds: int = 5) -> None:
+    """What each row job pays to learn which machine its server is (rollout/machines.py):
+    the whole registry listed and resolved, against the index the site's jobs share."""
+    store = get_service().store
+
+    def warm(memo: machines.Memo | None) -> float:
+        frappe.local.cache = {}  # a new job's process starts with none
+        began = time.perf_counter()
+        machines.MachineIndex(store.list_servers, addresses, memo=memo).warm()
+        return time.perf_counter() - began
+
+    computed = statistics.median(warm(None) for _ in range(rounds))
+    warm(frappe_machines.shared_keys)  # the first job of this registry state computes it
+    shared = statistics.median(warm(frappe_machines.shared_keys) for _ in range(rounds))
+    print(
+        f"  registry index per row job, {len(entries)} entries (median of {rounds}): "
+        f"listed and resolved {computed * 1000:.1f} ms, shared from the site's cache "
+        f"{shared * 1000:.1f} ms ({computed / shared:.0f}x less)",
+        flush=True,
+    )
+
+
 def bench(args: argparse.Namespace) -> None:
     lanes, workers = args.lanes, args.workers or args.lanes + 1
     entries = desk_fleet.servers(args.rows, TYPE)
@@ -161,6 +186,7 @@ def bench(args: argparse.Namespace) -> None:
         f"{workers} RQ workers on {APP_QUEUE}; {load()}",
         flush=True,
     )
+    report_index(entries)
     cli = cli_run(entries, TYPE, lanes, engine_settings())
     show("CLI path (SQLite store, threads)", cli)
     small_rows = entries[: args.small]
