@@ -7,6 +7,7 @@ really went to, what the agents run) besides what the API answers.
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 
 import frappe
@@ -16,6 +17,7 @@ from frappe.utils.password import get_decrypted_password
 from agent_update import api
 from agent_update import frappe_codec as codec
 from agent_update.agent_update.tests.support import FleetCase
+from agent_update.frappe_log import LEVEL_KEY, app_log
 from agent_update.frappe_service import (
     APP_QUEUE,
     INLINE_FLAG,
@@ -212,3 +214,21 @@ class TestDesk(FleetCase):
             publish("AU-X", Row(idx=3, server="s3"), None)  # returns: the row goes on
         self.assertIn("AU-X: realtime event for row 3 not sent", logged.output[0])
         self.assertIn("OSError: redis down", logged.output[0])  # with its traceback
+
+    def test_the_app_log_level_comes_from_the_site_config(self) -> None:
+        """INFO by default (Frappe's own default would drop every step); a name that is
+        not a level is logged and INFO kept; the engine's lines follow the same level."""
+        engine = logging.getLogger("agent_update")
+        try:
+            for wanted, level in (("DEBUG", logging.DEBUG), ("warning", logging.WARNING)):
+                frappe.local.conf[LEVEL_KEY] = wanted
+                self.assertEqual(app_log().level, level)
+                self.assertEqual(engine.level, level)
+            frappe.local.conf[LEVEL_KEY] = "LOUD"
+            with self.assertLogs(frappe.logger("agent_update"), "WARNING") as logged:
+                self.assertEqual(app_log().level, logging.INFO)
+            self.assertIn("'LOUD' is not a log level", logged.output[0])
+        finally:
+            frappe.local.conf.pop(LEVEL_KEY, None)
+            app_log()
+        self.assertEqual((app_log().level, engine.level), (logging.INFO, logging.INFO))
