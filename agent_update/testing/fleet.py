@@ -265,9 +265,24 @@ class Fleet:
                 return None
             raise FleetError(f"{sim.spec.name}: {method}{args}: {fault.faultString}") from fault
 
-    def stop_program(self, host: HostRef, program: str) -> None:
-        """Stop ``program`` (e.g. "agent:worker-0") and wait until it is down."""
-        self._call(host, "stopProcess", program, True, ignore=(70,))  # 70: NOT_RUNNING
+    def stop_program(self, host: HostRef, program: str, timeout: float = 20) -> None:
+        """Stop ``program`` (e.g. "agent:worker-0") and wait until it is down.
+
+        Or until another process runs it: an update on the host may start it
+        again at once, and supervisord's own wait (``stopProcess`` with wait)
+        would then never answer.
+        """
+        _, before = self.program_states(host).get(program, ("", None))
+        self._call(host, "stopProcess", program, False, ignore=(70,))  # 70: NOT_RUNNING
+        deadline = time.monotonic() + timeout
+        while True:
+            state, pid = self.program_states(host).get(program, ("", None))
+            if state not in ("RUNNING", "STOPPING") or pid != before:
+                return
+            if time.monotonic() > deadline:
+                name = self._sim(host).spec.name
+                raise FleetError(f"{name}: {program} still {state} {timeout:g} s after a stop")
+            time.sleep(0.05)
 
     def start_program(self, host: HostRef, program: str) -> None:
         """Start ``program`` and wait until supervisord calls it RUNNING."""

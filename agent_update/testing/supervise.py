@@ -24,7 +24,7 @@ import xmlrpc.client
 from dataclasses import dataclass
 from pathlib import Path
 
-from supervisor.xmlrpc import SupervisorTransport
+from supervisor.xmlrpc import SupervisorTransport, UnixStreamHTTPConnection
 
 from agent_update.testing import procs
 
@@ -194,9 +194,32 @@ def start(files: SupervisorFiles) -> subprocess.Popen[bytes]:
     )
 
 
+RPC_TIMEOUT = 30.0  # seconds an answer may take (supervisord can defer one for ever)
+
+
+class _TimedConnection(UnixStreamHTTPConnection):
+    """supervisor's unix-socket connection, with a timeout on every read and write."""
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock.settimeout(RPC_TIMEOUT)
+
+
 def rpc(files: SupervisorFiles) -> xmlrpc.client.ServerProxy:
-    """A proxy on the host's supervisord socket (direct, not over SSH)."""
+    """A proxy on the host's supervisord socket (direct, not over SSH).
+
+    A call unanswered after ``RPC_TIMEOUT`` raises TimeoutError: supervisord
+    answers ``stopProcess(wait=True)`` only once it sees the program stopped,
+    which it never does if something starts the program again first.
+    """
     transport = SupervisorTransport(None, None, serverurl=f"unix://{files.socket}")
+
+    def connection() -> _TimedConnection:
+        made = _TimedConnection("localhost")
+        made.socketfile = str(files.socket)
+        return made
+
+    transport._get_connection = connection
     return xmlrpc.client.ServerProxy("http://127.0.0.1", transport=transport)
 
 
