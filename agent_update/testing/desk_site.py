@@ -39,6 +39,30 @@ class DeskSiteError(RuntimeError):
     """The site could not be made or run; the message says which step and why."""
 
 
+class DeskRefused(DeskSiteError):
+    """The site answered a call with an error of its own (a button refused in this
+    state, a validation): asking again would get the same answer."""
+
+
+#: Errors of a site whose database or queue is coming back: a call is asked again.
+#: TickError: a watchdog tick that could not resume a rollout (often the database
+#: gone for a moment); one that keeps failing is a finding (the soak's desk-unanswered).
+TRANSIENT = frozenset(
+    {
+        "OperationalError",
+        "InterfaceError",
+        "ConnectionError",
+        "ConnectionRefusedError",
+        "BrokenPipeError",
+        "TimeoutError",
+        "BusyLoadingError",
+        "QueryDeadlockError",
+        "QueryTimeoutError",
+        "TickError",
+    }
+)
+
+
 def cached_bench() -> Path | None:
     """The newest plain bench ``scripts/frappe-bench.sh`` built (``make test`` builds it)."""
     built = sorted(CACHE.glob("bench-*/.agent-update-built"), key=lambda p: p.stat().st_mtime)
@@ -204,12 +228,17 @@ class DeskClient:
         """One operation of desk_rpc; its value, or DeskSiteError with the site's words.
 
         ``retry_for``: seconds to keep asking while the site's MariaDB or Redis
-        comes back (a restart); a site process that ended is not asked again.
+        comes back (a restart); a site process that ended is not asked again,
+        nor is a call the site refused (DeskRefused: a button pressed in a
+        state that does not allow it). Retrying those for ``retry_for`` kept
+        the soak's loop, and so its watchdog tick, waiting for nothing.
         """
         deadline = time.monotonic() + retry_for
         while True:
             try:
                 return self._call(op, *args, **kwargs)
+            except DeskRefused:
+                raise
             except DeskSiteError as exc:
                 if time.monotonic() > deadline or not self.alive():
                     raise
@@ -237,7 +266,9 @@ class DeskClient:
             if line.startswith(self.PREFIX):
                 out = json.loads(line[len(self.PREFIX) :])
                 if not out["ok"]:
-                    raise DeskSiteError(f"desk call {op}: {out['error']}")
+                    error = out["error"]
+                    kind = DeskSiteError if error.split(":", 1)[0] in TRANSIENT else DeskRefused
+                    raise kind(f"desk call {op}: {error}")
                 return pickle.loads(base64.b64decode(out["value"]))  # noqa: S301 (our own process)
 
     def close(self) -> None:

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from agent_update.rollout.model import Row, Update, UpdateStatus
 from agent_update.testing import desk_check
-from agent_update.testing.desk_site import DeskClient, DeskSite, DeskSiteError
+from agent_update.testing.desk_site import DeskClient, DeskRefused, DeskSite, DeskSiteError
 from agent_update.testing.soak.driver import BUTTON_STATES, Rollout, RolloutBook, Shape
 from agent_update.testing.soak.faults import COMMIT_FAULTS, FaultKind, Scheduler
 from agent_update.testing.soak.invariants import Span
@@ -53,8 +54,9 @@ class DeskDoor(RolloutBook):
         self.rollouts: dict[str, Rollout] = {}  # by the soak's name: desk:<name>
         self.started: set[str] = set()
         self.began = time.time()
-        self.last_tick = 0.0
         self.tick_answered = 0.0  # when the watchdog tick last returned
+        self.tick_failed = ""  # a tick still failing after its retries (a finding)
+        self.ticking = threading.Event()  # set: the ticker stops
         self.in_call: tuple[str, float] | None = None  # the loop's call under way, since when
         self.calls = 0
         self.site = DeskSite(bench, root)
@@ -67,6 +69,11 @@ class DeskDoor(RolloutBook):
             settings = {**desk_check.settings_of(fleet), "lease_ttl": lease_ttl}
             chosen = [s for s in desk_check.servers_of(fleet) if s["server_name"] in set(hosts)]
             self.call("register", settings={**settings, "poll_interval": 0.5}, servers=chosen)
+            # The scheduler's stand-in, in a thread and a process of its own: started after
+            # register, whose first password field makes the site's encryption key.
+            self.ticker_client = self._client()
+            self.ticker = threading.Thread(target=self._tick_loop, name="desk-tick", daemon=True)
+            self.ticker.start()
         except BaseException:
             self.stop()
             raise
@@ -115,8 +122,8 @@ class DeskDoor(RolloutBook):
         return rollout, COMMIT_FAULTS.get(kind)
 
     def step(self, now: float) -> None:
-        """Read each rollout's status; Start one once planned (again if the plan stuck);
-        the watchdog tick every TICK_EVERY seconds."""
+        """Read each rollout's status; Start one once planned (again if the plan stuck).
+        A watchdog tick that failed for good (its own thread) is raised here."""
         for rollout in self.unfinished():
             rollout.status = self.call("store", "get_update", self.own(rollout.name)).status
             if rollout.status is not UpdateStatus.PAUSED:
@@ -124,12 +131,25 @@ class DeskDoor(RolloutBook):
             if rollout.status is UpdateStatus.PENDING and rollout.name not in self.started:
                 rollout.planned = True
                 self.started.add(rollout.name)
-                self.call("act", "start", self.own(rollout.name))
+                try:
+                    self.call("act", "start", self.own(rollout.name))
+                except DeskRefused as exc:  # e.g. started meanwhile: as the desk says
+                    log.info("%s: Start refused: %s", rollout.name, exc)
             elif rollout.status is UpdateStatus.DRAFT and not rollout.planned:
                 self._replan(rollout, now)
-        if now - self.last_tick >= TICK_EVERY:
-            self.last_tick = now
-            self.call("tick")
+        if self.tick_failed:
+            raise DeskSiteError(self.tick_failed)
+
+    def _tick_loop(self) -> None:
+        """The watchdog every TICK_EVERY seconds, as the scheduler runs it: apart from the
+        buttons, so a slow or refused call never holds it back."""
+        while not self.ticking.wait(TICK_EVERY):
+            try:
+                self.call("tick", client=self.ticker_client)
+            except DeskSiteError as exc:
+                if not self.ticking.is_set():
+                    self.tick_failed = f"the watchdog tick failed for good: {exc}"
+                return
             self.tick_answered = time.time()
 
     def _replan(self, rollout: Rollout, now: float) -> None:
@@ -243,6 +263,9 @@ class DeskDoor(RolloutBook):
         return {k: v for k, v in self.call("leftovers", client=self.eyes).items() if v}
 
     def stop(self) -> None:
+        self.ticking.set()
+        if getattr(self, "ticker", None) is not None:
+            self.ticker.join(CALL_RETRY + 130)
         for client in self.clients:
             client.close()
         self.site.stop()
