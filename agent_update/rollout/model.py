@@ -289,6 +289,11 @@ def _diff(new: object, old: object) -> list[str]:
 LOG_LIMIT = 8000  # characters of log kept per row: the tail matters most
 
 
+def last_log_line(log: str) -> str:
+    """The newest line of a row's log ("" when it has none)."""
+    return log.rstrip().rsplit("\n", 1)[-1]
+
+
 def append_log(log: str, line: str) -> str:
     """Append a line, keeping only the newest LOG_LIMIT characters."""
     text = f"{log}\n{line}" if log else line

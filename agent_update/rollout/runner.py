@@ -39,6 +39,7 @@ from agent_update.rollout.model import (
     Update,
     UpdateStatus,
     append_log,
+    last_log_line,
 )
 from agent_update.rollout.observations import PrecheckObs
 from agent_update.rollout.store import Store
@@ -320,7 +321,7 @@ class Runner:
             return None
         note = server_leases.waiting_note(row.server, other)
         noted = row
-        if row.log.rstrip().rsplit("\n", 1)[-1] != note:  # the resume may have said it already
+        if last_log_line(row.log) != note:  # the resume may have said it already
             noted = row.copy(log=append_log(row.log, note))
             self._save(name, row, noted, owner)
         limit = self.clock() + update.command_timeout + 2 * update.startup_timeout + beat.ttl

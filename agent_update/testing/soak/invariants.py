@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from agent_update.rollout.model import Row, RowStatus, Update, UpdateStatus
+from agent_update.rollout.model import Row, RowStatus, Update, UpdateStatus, last_log_line
 
 WAITING = "waiting: "  # server_leases.waiting_note: the row waits for its server
 NOT_STARTED = (RowStatus.DRAFT, RowStatus.PENDING, RowStatus.SKIPPED)
@@ -89,7 +89,7 @@ def one_rollout_per_server(rows: Mapping[str, list[Row]], now: float) -> list[Vi
     for name, update_rows in rows.items():
         for row in update_rows:
             leased = row.lease_owner and row.lease_expires is not None and row.lease_expires > now
-            last = row.log.rstrip().rsplit("\n", 1)[-1]
+            last = last_log_line(row.log)
             if row.status.in_flight and leased and not last.startswith(WAITING):
                 holders.setdefault(row.server, []).append(f"{name} #{row.idx} {row.status.value}")
     return [
