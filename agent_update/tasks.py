@@ -20,7 +20,7 @@ from agent_update import frappe_codec as codec
 from agent_update import frappe_job_holds as job_holds
 from agent_update.frappe_log import app_log
 from agent_update.frappe_service import get_service, notify_update
-from agent_update.rollout.errors import AgentUpdateError, TickError
+from agent_update.rollout.errors import AgentUpdateError, tick_outcome
 from agent_update.rollout.stall import Stall
 
 
@@ -93,10 +93,7 @@ def tick() -> list[str]:
     """
     job_holds.sweep()
     service = get_service()
-    try:
-        touched, failure = service.tick(), None
-    except TickError as exc:
-        touched, failure = exc.touched, exc
+    touched, failure = tick_outcome(service.tick)
     for alert in service.stalls():
         notify_stall(alert)
     if failure is not None:

@@ -144,7 +144,9 @@ def test_second_ctrl_c_stops_at_once_and_hands_the_rows_back(fleet, tmp_path):
 
 
 def test_run_waits_for_a_dead_runners_rows_and_takes_them_over(fleet, tmp_path):
-    setup = Setup(fleet, tmp_path, fleet.commits.slow, lease_ttl=4, lanes=2)
+    # The lease outlives the next run's start even on a loaded machine (a Python
+    # process with paramiko imported takes seconds there), so it must wait first.
+    setup = Setup(fleet, tmp_path, fleet.commits.slow, lease_ttl=12, lanes=2, startup_timeout=40.0)
     dead = setup.popen("run")
     wait_for(lambda: setup.row_in(RowStatus.RUNNING, Step.COMMAND_SENT), 60, "a command sent")
     os.killpg(dead.pid, signal.SIGKILL)

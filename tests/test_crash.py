@@ -69,7 +69,7 @@ def test_sigkill_mid_row_then_a_new_runner_resumes(fleet, tmp_path, status, step
     heir = Service(SqliteStore(tmp_path / "store.db"), settings)
     if victim.lease_expires > time.time() + 0.5:
         assert heir.tick() == []
-    wait_for(lambda: time.time() > victim.lease_expires, 10, "the lease to expire")
+    wait_for(lambda: time.time() > victim.lease_expires, 30, "the lease to expire")
     assert heir.tick() == [update.name]
     final = heir.drive(update.name, timeout=120)
 

@@ -153,7 +153,7 @@ def test_a_checkout_on_the_target_without_restart_rolls_back_to_what_ran(reset, 
     fleet = reset
     host = fleet.hosts[0]
     # Programs up a while, then the checkout moves to the (failing) target, nothing restarts.
-    wait_for(lambda: _web_uptime(fleet, host) >= 2, 15, "web up 2 s")
+    wait_for(lambda: _web_uptime(fleet, host) >= 2, 60, "web up 2 s")
     fleet.move_checkout(host, fleet.commits.crash)
     assert fleet.running_commit(host) == fleet.commits.base
     service = one_host_service(fleet, tmp_path)

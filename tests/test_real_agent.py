@@ -342,13 +342,13 @@ def test_a_run_whose_owner_died_is_swept_by_the_next(tmp_path):
     run_dir.mkdir()
     sleeper = subprocess.Popen(["sudo", "-u", user, "sleep", "300"], start_new_session=True)
     try:
-        wait_for(lambda: cleanup.user_pids(user), 10, "the user's process")
+        wait_for(lambda: cleanup.user_pids(user), 60, "the user's process")
         owner = subprocess.Popen(["true"])
         owner.wait()
         record = {"pid": owner.pid, "started": "0", "users": [user], "sudoers": [str(sudoers)]}
         (run_dir / cleanup.OWNER_FILE).write_text(json.dumps(record))
         assert cleanup.sweep_stale(tmp_path) == [str(run_dir)]
-        sleeper.wait(10)  # its child, running as the user, was killed
+        sleeper.wait(60)  # its child, running as the user, was killed
         assert cleanup.user_pids(user) == set()
         assert cleanup.pwd_entry(user) is None and not sudoers.exists() and not run_dir.exists()
     finally:

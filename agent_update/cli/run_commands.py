@@ -20,7 +20,7 @@ from agent_update.cli.follow import (
 from agent_update.cli.output import LiveView
 from agent_update.cli.showing import show
 from agent_update.rollout import approval, schedule
-from agent_update.rollout.errors import TickError
+from agent_update.rollout.errors import tick_outcome
 from agent_update.rollout.model import UpdateStatus
 from agent_update.service import Service
 
@@ -128,10 +128,7 @@ def cmd_abort(service: Service, args: argparse.Namespace) -> int:
 def cmd_tick(service: Service, args: argparse.Namespace) -> int:
     """Resume what dead runners left, and stay while those rows run; exit 1 when a
     rollout could not be resumed (the others were, and run to their end)."""
-    try:
-        touched, failure = service.tick(), None
-    except TickError as exc:
-        touched, failure = exc.touched, exc
+    touched, failure = tick_outcome(service.tick)
     interrupts = Interrupts()
     with interrupts.installed():
         try:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 
 class AgentUpdateError(Exception):
     """Base of every error this package raises on purpose."""
@@ -32,3 +34,12 @@ class TickError(AgentUpdateError):
         super().__init__(f"tick: {len(failed)} rollout(s) not resumed ({listed})")
         self.failed = failed
         self.touched = touched
+
+
+def tick_outcome(tick: Callable[[], list[str]]) -> tuple[list[str], TickError | None]:
+    """The rollouts a tick touched and its TickError, if any: callers finish their
+    own follow-up (stall alerts, waiting for resumed rows) before reporting it."""
+    try:
+        return tick(), None
+    except TickError as exc:
+        return exc.touched, exc
