@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from agent_update.remote import guard
 from agent_update.rollout.store import SqliteStore
 from agent_update.testing.harness import PASSWORD_VAR, server_add_args, write_cli_settings
 
@@ -89,15 +90,32 @@ def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
     fleet.reset()
     host = fleet.hosts[0]
     registry(fleet, tmp_path, [host])
-    args = ("--commit", fleet.commits.slow, "--stall-minutes", "0.01", *TIMEOUTS)
+    args = ("--commit", fleet.commits.good, "--stall-minutes", "0.01", *TIMEOUTS)
     name = cli(tmp_path, "create", *args).stdout.strip()
     assert cli(tmp_path, "plan", name).returncode == 0
-    runner = subprocess.Popen(
-        [*base(tmp_path), "run", name], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    # Another command holds the server's update lock: the row's command waits for it
+    # (guard.LOCK_WAIT), so the row stays in flight, without an end, however slowly
+    # the ticks below come on a loaded machine; then the lock is let go.
+    holder = subprocess.Popen(
+        fleet.ssh_argv(
+            host, f"exec 9>>{host.agent_dir}/{guard.LOCK_NAME}; flock 9; echo held; read _"
+        ),
+        stdin=subprocess.PIPE,  # closed below: the holder reads EOF and lets go
+        stdout=subprocess.PIPE,
+        text=True,
     )
+    runner = None
+    ticks: list[subprocess.CompletedProcess] = []
     try:
+        assert holder.stdout.readline().strip() == "held"  # type: ignore[union-attr]
+        runner = subprocess.Popen(
+            [*base(tmp_path), "run", name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         # Tick once `run` holds the row: a tick before that would start the row
-        # itself and drive it to its end, with no stall left to report.
+        # itself, and its own wait would hide the stall.
         store = SqliteStore(tmp_path / "au.db")
         claimed = time.monotonic() + 60
         while time.monotonic() < claimed and runner.poll() is None:
@@ -105,24 +123,23 @@ def test_tick_reports_a_stalled_rollout_with_a_non_zero_exit(fleet, tmp_path):
                 break
             time.sleep(0.1)
         store.close()
-        ticks = []
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + guard.LOCK_WAIT - 15
         while time.monotonic() < deadline and runner.poll() is None:
             tick = cli(tmp_path, "tick")
             ticks.append(tick)
             if tick.returncode:
                 break
             time.sleep(0.2)
-        out, err = runner.communicate(timeout=120)
     finally:
-        if runner.poll() is None:
-            runner.kill()
-            runner.wait()
+        holder.stdin.close()  # type: ignore[union-attr]
+        holder.wait(timeout=30)
+        if runner is not None:
+            out, err = runner.communicate(timeout=150)
     stalled = [t for t in ticks if t.returncode]
     assert stalled and stalled[0].returncode == 6, [t.stdout + t.stderr for t in ticks]
     assert f"STALLED {name}: no server ended in" in stalled[0].stdout
     assert runner.returncode == 0, out + err  # the alert acted on nothing
-    assert fleet.running_commit(host) == fleet.commits.slow
+    assert fleet.running_commit(host) == fleet.commits.good
 
 
 def test_tick_resumes_the_others_and_exits_1_naming_a_rollout_it_cannot_read(fleet, tmp_path):
