@@ -19,8 +19,8 @@ from agent_update import frappe_codec as codec
 from agent_update import frappe_registry as registry
 from agent_update import press_servers
 from agent_update.frappe_log import app_log
+from agent_update.frappe_tables import IN_FLIGHT
 from agent_update.press_rules import HALT_FIELD
-from agent_update.rollout.model import IN_FLIGHT_ROW_STATUSES
 
 HOLD_DOCTYPE = "Agent Server Hold"
 AGENT_SERVER_SWITCH = "agent_jobs_halted"
@@ -33,7 +33,6 @@ HOLD_FIELDS = [
     "switch_field",
     "value_before",
 ]
-IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
 
 
 def _log():

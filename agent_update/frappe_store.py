@@ -36,28 +36,25 @@ from agent_update import frappe_codec as codec
 from agent_update import frappe_registry as registry
 from agent_update.frappe_leases import FrappeServerLeases
 from agent_update.frappe_log import app_log
+from agent_update.frappe_server_queries import FrappeServerQueries
+from agent_update.frappe_tables import (
+    ENDED,
+    IN_FLIGHT,
+    ROW_TABLE,
+    ROW_WHERE,
+    TYPE_TABLE,
+    UNFINISHED,
+    UPDATE_TABLE,
+)
 from agent_update.rollout.errors import LeaseLost
 from agent_update.rollout.model import (
-    ENDED_ROW_STATUSES,
-    IN_FLIGHT_ROW_STATUSES,
     Row,
     RowStatus,
-    Server,
     Step,
     Update,
 )
-from agent_update.rollout.server_leases import QUIET_UPDATES
 from agent_update.rollout.store import NotFound
 from agent_update.rollout.tally import DECISION_FIELDS, HALTING_STATUSES, RowTimes, Tally
-
-UPDATE_TABLE = f"`tab{codec.UPDATE_DOCTYPE}`"
-ROW_TABLE = f"`tab{codec.ROW_DOCTYPE}`"
-TYPE_TABLE = f"`tab{codec.TYPE_DOCTYPE}`"
-SERVER_TABLE = f"`tab{codec.SERVER_DOCTYPE}`"
-ROW_WHERE = "parent=%s AND parenttype='Agent Rollout' AND parentfield='servers'"
-UNFINISHED = ("Planning", "Running", "Paused")
-ENDED = tuple(s.value for s in ENDED_ROW_STATUSES)
-IN_FLIGHT = tuple(s.value for s in IN_FLIGHT_ROW_STATUSES)
 
 
 def _q(column: str) -> str:
@@ -79,7 +76,7 @@ def _has_context() -> bool:
     return getattr(frappe.local, "db", None) is not None
 
 
-class FrappeStore(FrappeServerLeases):
+class FrappeStore(FrappeServerQueries, FrappeServerLeases):
     """See rollout.store.Store; ``writes`` counts data-changing statements."""
 
     def __init__(self) -> None:
@@ -383,56 +380,3 @@ class FrappeStore(FrappeServerLeases):
                 [name, idx, owner],
             )
             self._commit()
-
-    # ------------------------------------------------------------ servers
-    # The registry: Press's servers first, then Agent Server (frappe_registry.py).
-    def get_server(self, name: str) -> Server | None:
-        with self._context():
-            return registry.get_server(name)
-
-    def list_servers(self) -> list[Server]:
-        """The registry without passwords: it only decides which servers are listed."""
-        with self._context():
-            return registry.list_servers()
-
-    def waiting_for(self, server: str) -> list[str]:
-        """Running updates with a Pending row on ``server``."""
-        with self._context():
-            return frappe.db.sql_list(
-                f"SELECT DISTINCT s.parent FROM {ROW_TABLE} s JOIN {UPDATE_TABLE} u "
-                "ON u.name=s.parent WHERE s.parenttype='Agent Rollout' "
-                "AND s.parentfield='servers' AND s.server=%s AND s.status='Pending' "
-                "AND u.status='Running' ORDER BY s.parent",
-                server,
-            )
-
-    def pending_on(self, name: str, servers: Iterable[str]) -> list[Row]:
-        """This update's Pending rows on ``servers`` (idx, server, step, reason only)."""
-        chosen = sorted(set(servers))
-        out: list[Row] = []
-        with self._context():
-            for start in range(0, len(chosen), 500):
-                found = frappe.db.sql(
-                    f"SELECT idx, server, status, step, reason FROM {ROW_TABLE} "
-                    f"WHERE {ROW_WHERE} AND status='Pending' AND server IN %s ORDER BY idx",
-                    [name, tuple(chosen[start : start + 500])],
-                    as_dict=True,
-                )
-                out += [
-                    codec.row_from(r, ["idx", "server", "status", "step", "reason"]) for r in found
-                ]
-        return sorted(out, key=lambda r: r.idx)
-
-    def overlaps(self, name: str) -> list[tuple[str, str, str]]:
-        """Rows not yet ended of other unfinished updates on this update's servers."""
-        with self._context():
-            found = frappe.db.sql(
-                f"SELECT DISTINCT o.parent, u.status, o.server FROM {ROW_TABLE} o "
-                f"JOIN {UPDATE_TABLE} u ON u.name=o.parent "
-                "WHERE o.parenttype='Agent Rollout' AND o.parentfield='servers' "
-                f"AND o.parent<>%s AND o.server IN (SELECT server FROM {ROW_TABLE} "
-                f"WHERE {ROW_WHERE} AND status NOT IN %s) "
-                "AND o.status NOT IN %s AND u.status NOT IN %s ORDER BY o.parent, o.server",
-                [name, name, ENDED, ENDED, QUIET_UPDATES],
-            )
-        return [(r[0], r[1], r[2]) for r in found]

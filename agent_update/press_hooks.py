@@ -14,7 +14,7 @@ import frappe
 from frappe import _
 
 from agent_update import frappe_codec as codec
-from agent_update.frappe_store import ENDED
+from agent_update.frappe_tables import ENDED
 
 UNFINISHED_ROLLOUTS = ("Pending", "Planning", "Running", "Paused")
 

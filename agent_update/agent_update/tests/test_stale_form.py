@@ -18,7 +18,7 @@ from agent_update import frappe_codec as codec
 from agent_update.agent_update.tests.support import FleetCase
 from agent_update.frappe_log import app_log
 from agent_update.frappe_service import get_service
-from agent_update.frappe_store import ROW_TABLE, ROW_WHERE
+from agent_update.frappe_tables import ROW_TABLE, ROW_WHERE
 
 
 class TestStaleForm(FleetCase):
