@@ -26,6 +26,7 @@ from agent_update.rollout.store import SqliteStore
 from agent_update.service import Service
 from agent_update.testing import procs
 from agent_update.testing.harness import wait_for
+from agent_update.testing.pytest_fixtures import print_figure as report
 from agent_update.testing.realagent import RealAgentFleet, cleanup, locate, real_update
 
 pytestmark = pytest.mark.real_agent
@@ -45,17 +46,6 @@ CLI = (
     "-m",
     "agent_update.cli",
 )  # verify window; the fast verdicts must come long before it
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Print a figure even under -q: passing tests' captured output is never shown."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if capture is None or reporter is None:
-        print(f"[real agent] {line}")
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(f"[real agent] {line}")
 
 
 @pytest.fixture(scope="module")

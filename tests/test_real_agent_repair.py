@@ -20,6 +20,7 @@ import pytest
 from agent_update.rollout.model import RowStatus, UpdateStatus
 from agent_update.testing import procs
 from agent_update.testing.harness import wait_for
+from agent_update.testing.pytest_fixtures import print_figure as report
 from agent_update.testing.realagent import RealAgentFleet, cleanup, locate, real_update
 
 pytestmark = pytest.mark.real_agent
@@ -35,17 +36,6 @@ if os.geteuid() != 0:
 DRIVE_TIMEOUT = 420.0
 STARTUP_TIMEOUT = 180.0
 STABLE_FOR = 10.0  # seconds of unchanged pids: the crash commit's web dies within a few
-
-
-def report(request: pytest.FixtureRequest, line: str) -> None:
-    """Print a figure even under -q: passing tests' captured output is never shown."""
-    capture = request.config.pluginmanager.getplugin("capturemanager")
-    reporter = request.config.pluginmanager.getplugin("terminalreporter")
-    if capture is None or reporter is None:
-        print(f"[real agent] {line}")
-        return
-    with capture.global_and_fixture_disabled():
-        reporter.write_line(f"[real agent] {line}")
 
 
 @pytest.fixture(scope="module")

@@ -50,3 +50,14 @@ def make_fleet_fixture(scope: str = "function") -> Any:
                 fleet.stop()
 
     return make_fleet
+
+
+def print_figure(request: pytest.FixtureRequest, line: str, label: str = "real agent") -> None:
+    """Print a measured figure even under -q: a passing test's captured output is never shown."""
+    capture = request.config.pluginmanager.getplugin("capturemanager")
+    reporter = request.config.pluginmanager.getplugin("terminalreporter")
+    if capture is None or reporter is None:
+        print(f"[{label}] {line}")
+        return
+    with capture.global_and_fixture_disabled():
+        reporter.write_line(f"[{label}] {line}")
