@@ -3,6 +3,7 @@
 rollout/       the engine (no frappe): decisions, runner, stores
 remote/        SSH, the agent's HTTP API, git, the update command
 service.py     the buttons' operations over any store (CLI, tests, the app)
+watchdog.py    the scheduled tick and stall alerts, mixed into Service
 cli/           the ``agent-update`` command
 testing/       the loopback fleet, the real agent as a peer, the soak, docs sessions
 frappe_*.py, api.py, tasks.py, install.py, hooks.py, patches/, agent_update/

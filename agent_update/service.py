@@ -4,7 +4,8 @@ The CLI, the demo, the tests and the Frappe app all call these, so the
 rules live in one place: validate (again) before every step that acts,
 transition with the pure commands, write only what changed, then kick the
 runner so work starts at once. Each operator action is logged at INFO
-(logger ``agent_update.service``); the runner logs what follows.
+(logger ``agent_update.service``); the runner logs what follows. The
+watchdog's tick and stall alerts are mixed in from watchdog.py.
 """
 
 from __future__ import annotations
@@ -23,11 +24,8 @@ from agent_update.rollout import (
     refs,
     rules,
     server_leases,
-    stall,
 )
 from agent_update.rollout.errors import (
-    AgentUpdateError,
-    TickError,
     TransitionError,
     ValidationError,
 )
@@ -37,6 +35,7 @@ from agent_update.rollout.model import EngineSettings, Row, Update, UpdateStatus
 from agent_update.rollout.runner import Connector, Launcher, Listener, RowHooks, Runner
 from agent_update.rollout.split import split as split_rows
 from agent_update.rollout.store import Store
+from agent_update.watchdog import Watchdog
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,7 @@ WAVE_FIELDS = [
 ]
 
 
-class Service:
+class Service(Watchdog):
     """One store, one set of settings, one way to reach servers."""
 
     def __init__(
@@ -344,71 +343,6 @@ class Service:
             made.append(self.build_plan(created.name) if plan else created)
             log.info("%s: undo of %s, %d servers back to %s", created.name, name, len(rows), commit)
         return made, found.left_out
-
-    # --------------------------------------------------------------- watchdog
-    def tick(self) -> list[str]:
-        """Resume what dead workers left; nothing for healthy rollouts."""
-        touched = []
-        now = self.clock()
-        for name in self.store.scheduled_updates(now):
-            update = self.store.get_update(name)
-            if approval.waiting(update):
-                continue  # its start waits for an approval, whatever the time
-            try:
-                self.start_if_ready(name, user=update.start_requested_by)
-            except AgentUpdateError as exc:  # e.g. a rollback commit gone: say so, go on
-                log.warning("%s: scheduled start refused: %s", name, exc)
-                stuck = f"scheduled start: {exc}"
-                if stuck != update.why_stuck:  # once, not at every tick
-                    self.store.save_update(update.copy(why_stuck=stuck), ["why_stuck"])
-                continue
-            log.info("%s: started at its scheduled time", name)
-            touched.append(name)
-        failed: dict[str, str] = {}
-        for name in self.store.unfinished_updates():
-            try:  # one rollout that cannot be read or resumed must not starve the others
-                if self._resume(name, now) and name not in touched:
-                    touched.append(name)
-            except Exception as exc:
-                log.exception("tick: %s not resumed; the next tick tries again", name)
-                failed[name] = f"{type(exc).__name__}: {exc}"
-        if touched:
-            log.info("tick: resumed %s", ", ".join(touched))
-        if failed:
-            raise TickError(failed, touched)
-        return touched
-
-    def _resume(self, name: str, now: float) -> bool:
-        """A planner that died is planned again; anything else gets a kick (see Runner.kick)."""
-        update = self.store.get_update(name)
-        if update.status is UpdateStatus.PLANNING:
-            if update.lease_expires is None or update.lease_expires <= now:
-                self.build_plan(name)
-                return True
-            return False
-        return bool(self.runner.kick(name))
-
-    def stalls(self) -> list[stall.Stall]:
-        """Running rollouts where no server ended for their stall time; each told once.
-
-        Only reports (and records that it did): nothing is done to any server.
-        """
-        found = []
-        now = self.clock()
-        for name in self.store.unfinished_updates():
-            update = self.store.get_update(name)
-            if not update.stall_minutes or update.status is not UpdateStatus.RUNNING:
-                continue
-            in_flight = len(self.store.tally(name, 0).active)
-            alert = stall.check(update, self.store.row_times(name).last_end, in_flight, now)
-            if alert is not None:
-                with self.store.locked(name):
-                    self.store.save_update(
-                        update.copy(stall_notified_at=now), ["stall_notified_at"]
-                    )
-                log.info("stalled: %s", alert.message)
-                found.append(alert)
-        return found
 
     def eta(self, name: str) -> Eta:
         """The expected time left, from the servers so far and the waves to come."""
