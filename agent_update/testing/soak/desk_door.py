@@ -57,6 +57,7 @@ class DeskDoor(RolloutBook):
         self.tick_answered = 0.0  # when the watchdog tick last returned
         self.tick_failed = ""  # a tick still failing after its retries (a finding)
         self.ticking = threading.Event()  # set: the ticker stops
+        self.ticker: threading.Thread | None = None  # started once the site is registered
         self.in_call: tuple[str, float] | None = None  # the loop's call under way, since when
         self.calls = 0
         self.site = DeskSite(bench, root)
@@ -264,7 +265,7 @@ class DeskDoor(RolloutBook):
 
     def stop(self) -> None:
         self.ticking.set()
-        if getattr(self, "ticker", None) is not None:
+        if self.ticker is not None:
             self.ticker.join(CALL_RETRY + 130)
         for client in self.clients:
             client.close()
